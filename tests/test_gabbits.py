@@ -50,9 +50,8 @@ class _Collector:
     """Stands in for pytest's metafunc so that gabbi can be asked for the
     tests of several directories, which are then parametrized at once."""
 
-    function = test_pytest
-
     def __init__(self, metafunc):
+        self.function = test_pytest
         self.config = metafunc.config
         self.args, self.ids = [], []
 
