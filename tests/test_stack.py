@@ -1,0 +1,110 @@
+"""The stack itself: haproxy spreads requests over every replica, all replicas
+share one database, and scaling needs no haproxy restart and fails no request."""
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+import requests
+import stack
+
+REPLICAS = 3
+SERVER_HEADER = "X-Placedock-Server"
+
+
+def answered_by(placement_url, path="/", headers=None, count=30):
+    servers = Counter()
+    for _ in range(count):
+        resp = requests.get(placement_url + path, headers=headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+        servers[resp.headers[SERVER_HEADER]] += 1
+    return servers
+
+
+def test_haproxy_reports_every_replica_up():
+    assert len(stack.up_servers()) == REPLICAS
+
+
+def test_requests_spread_over_every_replica(placement_url):
+    servers = answered_by(placement_url)
+    assert len(servers) == REPLICAS, servers
+    # Round robin: no replica gets more than half of 30 requests.
+    assert max(servers.values()) <= 15, servers
+
+
+def test_write_through_one_replica_reads_back_through_every_replica(placement_url, admin_headers, provider):
+    path = f"/resource_providers/{provider['uuid']}"
+    seen = {}
+    for _ in range(3 * REPLICAS):
+        resp = requests.get(placement_url + path, headers=admin_headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["name"] == provider["name"]
+        seen[resp.headers[SERVER_HEADER]] = resp.json()["generation"]
+    assert len(seen) == REPLICAS, seen
+
+
+class Load(threading.Thread):
+    """GETs through the front door until stopped, counting what failed."""
+
+    def __init__(self, placement_url, headers, limit_seconds=180):
+        super().__init__(daemon=True)
+        self.url = placement_url
+        self.headers = headers
+        self.limit = limit_seconds
+        self.stop = threading.Event()
+        self.sent = 0
+        self.failures = []
+
+    def run(self):
+        deadline = time.monotonic() + self.limit
+        paths = ["/", "/resource_providers", "/traits?name=startswith:HW_CPU"]
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            path = paths[self.sent % len(paths)]
+            self.sent += 1
+            try:
+                resp = requests.get(self.url + path, headers=self.headers, timeout=10)
+                if resp.status_code != 200:
+                    self.failures.append(f"{path}: {resp.status_code} {resp.text[:200]}")
+            except requests.RequestException as exc:
+                self.failures.append(f"{path}: {exc}")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def haproxy_container(compose_stack):
+    (container,) = compose_stack.container_ids("haproxy")
+    return container
+
+
+def started_at(container):
+    import subprocess
+
+    return subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
+    placement_url, admin_headers, compose_stack, haproxy_container
+):
+    before = started_at(haproxy_container)
+    load = Load(placement_url, admin_headers)
+    load.start()
+    try:
+        compose_stack.scale(1)
+        stack.wait_for_up(1, timeout=30)
+        assert len(compose_stack.container_ids("placement")) == 1
+        compose_stack.scale(REPLICAS)
+        stack.wait_for_up(REPLICAS, timeout=60)
+        time.sleep(1)
+    finally:
+        load.stop.set()
+        load.join()
+    assert load.sent > 50
+    assert load.failures == [], f"{len(load.failures)} of {load.sent} failed: {load.failures[:5]}"
+    assert started_at(haproxy_container) == before
+    assert len(answered_by(placement_url)) == REPLICAS

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Run a command against a placedock stack that this script brings up and tears down.
+
+    python tools/stack.py run [--mode noauth|keystone] [--scale N] -- COMMAND...
+    python tools/stack.py down [--mode ...]
+
+`run` builds the images, brings up the test project (its own compose project
+name and its own loopback ports, so a dev stack on 8778 is left alone), waits
+until haproxy reports every replica UP, runs COMMAND with PLACEMENT_URL and
+friends in its environment, prints `ps` and the logs if COMMAND failed, and
+always ends with `down -v` unless PLACEDOCK_KEEP_STACK=1.
+
+Tests import this module for the same project settings (see tests/conftest.py).
+"""
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = os.environ.get("PLACEDOCK_PROJECT", "placedock-test")
+MODES = {
+    "noauth": ["compose.yaml"],
+    "keystone": ["compose.yaml", "compose.keystone.yaml"],
+}
+# Loopback ports of the test project; a dev stack keeps 8778/8404/5000.
+TEST_PORTS = {"PLACEMENT_PORT": "18778", "HAPROXY_STATS_PORT": "18404", "KEYSTONE_PORT": "15000"}
+
+
+def ports():
+    return {name: os.environ.get(name, default) for name, default in TEST_PORTS.items()}
+
+
+def placement_url():
+    return f"http://127.0.0.1:{ports()['PLACEMENT_PORT']}"
+
+
+def stats_url():
+    return f"http://127.0.0.1:{ports()['HAPROXY_STATS_PORT']}"
+
+
+def keystone_url():
+    return f"http://127.0.0.1:{ports()['KEYSTONE_PORT']}/v3"
+
+
+def compose_command():
+    """`docker compose` (v2) where it exists, else docker-compose 1.29."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    sys.exit("stack: neither `docker compose` nor `docker-compose` is installed")
+
+
+class Stack:
+    """One compose project: the test stack in a given auth mode."""
+
+    def __init__(self, mode="noauth"):
+        self.mode = mode
+        self.base = compose_command()
+        for name in MODES[mode]:
+            self.base += ["-f", str(ROOT / name)]
+        self.base += ["-p", PROJECT]
+        self.env = {**os.environ, **ports()}
+
+    def compose(self, *args, check=True, capture=False, timeout=600):
+        return subprocess.run(
+            [*self.base, *args],
+            cwd=ROOT,
+            env=self.env,
+            check=check,
+            text=True,
+            capture_output=capture,
+            timeout=timeout,
+        )
+
+    def container_ids(self, service):
+        out = self.compose("ps", "-q", service, capture=True).stdout
+        return out.split()
+
+    def scale(self, replicas):
+        """Scale placement only: no dependency is touched or recreated."""
+        self.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"placement={replicas}", "placement")
+
+    def up(self, replicas):
+        self.compose("up", "-d", "--build", "--scale", f"placement={replicas}")
+
+    def down(self):
+        self.compose("down", "-v", "--remove-orphans", check=False)
+
+    def dump(self):
+        self.compose("ps", "-a", check=False)
+        self.compose("logs", "--no-color", "--tail=200", check=False)
+
+
+def haproxy_servers():
+    """{server name: status} of the placement backend, from haproxy's CSV stats."""
+    with urllib.request.urlopen(stats_url() + "/stats;csv", timeout=5) as resp:
+        text = resp.read().decode().lstrip("# ")
+    return {
+        row["svname"]: row["status"]
+        for row in csv.DictReader(io.StringIO(text))
+        if row["pxname"] == "placement" and row["svname"] not in ("FRONTEND", "BACKEND")
+    }
+
+
+def up_servers():
+    return sorted(name for name, status in haproxy_servers().items() if status == "UP")
+
+
+def wait_for_up(count, timeout=60.0):
+    """Wait until haproxy has exactly `count` replicas UP; return the seconds it took."""
+    start = time.monotonic()
+    seen = None
+    while time.monotonic() - start < timeout:
+        try:
+            seen = up_servers()
+        except OSError as exc:
+            seen = f"stats not answering: {exc}"
+        if isinstance(seen, list) and len(seen) == count:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise TimeoutError(f"haproxy did not report {count} UP replicas within {timeout:g}s (last: {seen})")
+
+
+def test_environment(mode):
+    return {
+        **ports(),
+        "PLACEDOCK_AUTH_MODE": mode,
+        "PLACEMENT_URL": placement_url(),
+        "HAPROXY_STATS_URL": stats_url(),
+        "KEYSTONE_URL": keystone_url(),
+    }
+
+
+def run(args):
+    stack = Stack(args.mode)
+    keep = os.environ.get("PLACEDOCK_KEEP_STACK") == "1"
+    # A SIGTERM (CI timeout, tox interrupted) still tears the stack down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    status = 1
+    try:
+        started = time.monotonic()
+        stack.up(args.scale)
+        wait_for_up(args.scale)
+        print(f"stack: {args.mode} stack up, {args.scale} replicas UP in {time.monotonic() - started:.1f}s", flush=True)
+        env = {**os.environ, **test_environment(args.mode)}
+        status = subprocess.run(args.command, env=env).returncode
+    finally:
+        if status != 0:
+            stack.dump()
+        if keep:
+            print(f"stack: kept (PLACEDOCK_KEEP_STACK=1); remove it: python tools/stack.py down --mode {args.mode}")
+        else:
+            stack.down()
+    return status
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    run_parser = sub.add_parser("run", help="bring the test stack up, run COMMAND, tear it down")
+    run_parser.add_argument("--mode", choices=MODES, default="noauth")
+    run_parser.add_argument("--scale", type=int, default=3)
+    run_parser.add_argument("command", nargs="+")
+    down_parser = sub.add_parser("down", help="tear the test stack down, volumes included")
+    down_parser.add_argument("--mode", choices=MODES, default="noauth")
+    args = parser.parse_args()
+    if args.action == "down":
+        Stack(args.mode).down()
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
