@@ -1,5 +1,8 @@
-"""Check the placement database URL before anything uses it.
+"""Check a service's database URL before anything uses it.
 
+    python3 dbcheck.py [VARIABLE]     default: OS_PLACEMENT_DATABASE__CONNECTION
+
+The keystone image uses it too, with OS_DATABASE__CONNECTION.
 Exits 0 once the database answers. Exits 1 with one line naming the variable
 when the URL is malformed, when the server refuses the credentials or the
 database, or when the server has not answered within DB_WAIT_TIMEOUT seconds.
@@ -13,7 +16,7 @@ import time
 import sqlalchemy
 from sqlalchemy import exc as sa_exc
 
-VAR = "OS_PLACEMENT_DATABASE__CONNECTION"
+VAR = sys.argv[1] if len(sys.argv) > 1 else "OS_PLACEMENT_DATABASE__CONNECTION"
 RETRY_SECONDS = 2
 # MySQL server errors that waiting will not fix.
 FATAL_MYSQL_ERRORS = {
