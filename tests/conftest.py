@@ -12,6 +12,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import stack  # noqa: E402
 
 
+def pytest_configure(config):
+    """Keystone mode run by hand against a kept stack: fetch the tokens here."""
+    if os.environ.get("PLACEDOCK_AUTH_MODE") == "keystone" and not os.environ.get("PLACEMENT_TOKEN"):
+        os.environ.update(stack.keystone_tokens())
+
+
 @pytest.fixture(scope="session")
 def placement_url():
     return os.environ.get("PLACEMENT_URL", stack.placement_url())

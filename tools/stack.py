@@ -131,14 +131,64 @@ def wait_for_up(count, timeout=60.0):
     raise TimeoutError(f"haproxy did not report {count} UP replicas within {timeout:g}s (last: {seen})")
 
 
-def test_environment(mode):
+def env_file(name):
+    """The KEY=VALUE settings of env/NAME, as compose reads them."""
+    values = {}
+    for line in (ROOT / "env" / name).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value
+    return values
+
+
+def keystone_token(username, password, project_name):
+    """A project-scoped token from the test stack's keystone, via keystoneauth1."""
+    from keystoneauth1 import session
+    from keystoneauth1.identity import v3
+
+    auth = v3.Password(
+        auth_url=keystone_url(),
+        username=username,
+        password=password,
+        project_name=project_name,
+        user_domain_name="Default",
+        project_domain_name="Default",
+    )
+    return session.Session(auth=auth).get_token()
+
+
+def keystone_tokens():
+    """Tokens for the suites: admin, member, and placement's service user."""
+    accounts = env_file("keystone-accounts.env")
+    service = env_file("placement-keystone.env")
     return {
+        "PLACEMENT_TOKEN": keystone_token(
+            accounts["OS_BOOTSTRAP_USERNAME"], accounts["OS_BOOTSTRAP_PASSWORD"], accounts["OS_BOOTSTRAP_PROJECT_NAME"]
+        ),
+        "PLACEMENT_MEMBER_TOKEN": keystone_token(
+            accounts["PLACEDOCK_MEMBER_USERNAME"],
+            accounts["PLACEDOCK_MEMBER_PASSWORD"],
+            accounts["PLACEDOCK_MEMBER_PROJECT_NAME"],
+        ),
+        "PLACEMENT_SERVICE_TOKEN": keystone_token(
+            service["OS_KEYSTONE_AUTHTOKEN__USERNAME"],
+            service["OS_KEYSTONE_AUTHTOKEN__PASSWORD"],
+            service["OS_KEYSTONE_AUTHTOKEN__PROJECT_NAME"],
+        ),
+    }
+
+
+def test_environment(mode):
+    env = {
         **ports(),
         "PLACEDOCK_AUTH_MODE": mode,
         "PLACEMENT_URL": placement_url(),
         "HAPROXY_STATS_URL": stats_url(),
         "KEYSTONE_URL": keystone_url(),
     }
+    if mode == "keystone":
+        env.update(keystone_tokens())
+    return env
 
 
 def run(args):
