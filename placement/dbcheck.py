@@ -26,8 +26,12 @@ FATAL_MYSQL_ERRORS = {
 }
 
 
-def fail(message):
+def log(message):
     print(f"placedock: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message):
+    log(message)
     sys.exit(1)
 
 
@@ -78,7 +82,7 @@ def main():
                 fail(f"{VAR}: cannot open sqlite database {where}: {reason}")
             if time.monotonic() >= deadline:
                 fail(f"{VAR}: no database at {where} after {timeout:g}s (DB_WAIT_TIMEOUT): {reason}")
-            print(f"placedock: waiting for database at {where}: {reason}", file=sys.stderr, flush=True)
+            log(f"waiting for database at {where}: {reason}")
             time.sleep(RETRY_SECONDS)
 
 

@@ -27,7 +27,8 @@ case "${DB_SYNC:=False}" in
     *) die "DB_SYNC=$DB_SYNC is not valid: use True or False" ;;
 esac
 
-python3 /usr/local/lib/placedock/dbcheck.py
+# Option values, memcached (keystone mode), database: see preflight.py.
+python3 /usr/local/lib/placedock/preflight.py
 
 if [ "$DB_SYNC" = True ]; then
     echo "placedock: DB_SYNC=True: running placement-manage db sync" >&2
