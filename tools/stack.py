@@ -51,6 +51,23 @@ def keystone_url():
     return f"http://127.0.0.1:{ports()['KEYSTONE_PORT']}/v3"
 
 
+def image(name):
+    """The tag compose gives our image NAME (placement, mariadb, ...)."""
+    return f"{os.environ.get('PLACEDOCK_IMAGE_PREFIX', 'placedock')}/{name}:{os.environ.get('PLACEDOCK_TAG', 'dev')}"
+
+
+def container_health(container):
+    """A running container's health (healthy, unhealthy, starting), else its state (exited, ...)."""
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", container],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if not out:
+        return "missing"
+    return out[1] if out[0] == "running" and len(out) > 1 else out[0]
+
+
 def compose_command():
     """`docker compose` (v2) where it exists, else docker-compose 1.29."""
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
@@ -63,13 +80,14 @@ def compose_command():
 class Stack:
     """One compose project: the test stack in a given auth mode."""
 
-    def __init__(self, mode="noauth"):
+    def __init__(self, mode="noauth", project=PROJECT, **env):
         self.mode = mode
+        self.project = project
         self.base = compose_command()
         for name in MODES[mode]:
             self.base += ["-f", str(ROOT / name)]
-        self.base += ["-p", PROJECT]
-        self.env = {**os.environ, **ports()}
+        self.base += ["-p", project]
+        self.env = {**os.environ, **ports(), **env}
 
     def compose(self, *args, check=True, capture=False, timeout=600):
         return subprocess.run(
@@ -82,16 +100,22 @@ class Stack:
             timeout=timeout,
         )
 
-    def container_ids(self, service):
-        out = self.compose("ps", "-q", service, capture=True).stdout
+    def container_ids(self, service, all_states=False):
+        out = self.compose("ps", *(["-a"] if all_states else []), "-q", service, capture=True).stdout
         return out.split()
+
+    def logs(self, *services):
+        return self.compose("logs", "--no-color", *services, capture=True).stdout
 
     def scale(self, replicas):
         """Scale placement only: no dependency is touched or recreated."""
         self.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"placement={replicas}", "placement")
 
-    def up(self, replicas):
-        self.compose("up", "-d", "--build", "--scale", f"placement={replicas}")
+    def build(self):
+        self.compose("build", "-q")
+
+    def up(self, replicas, build=True):
+        self.compose("up", "-d", *(["--build"] if build else []), "--scale", f"placement={replicas}")
 
     def down(self):
         self.compose("down", "-v", "--remove-orphans", check=False)
@@ -221,13 +245,16 @@ def main():
     run_parser.add_argument("--mode", choices=MODES, default="noauth")
     run_parser.add_argument("--scale", type=int, default=3)
     run_parser.add_argument("command", nargs="+")
-    down_parser = sub.add_parser("down", help="tear the test stack down, volumes included")
-    down_parser.add_argument("--mode", choices=MODES, default="noauth")
+    for action, help_text in (("down", "tear the test stack down, volumes included"), ("build", "build the images")):
+        sub.add_parser(action, help=help_text).add_argument("--mode", choices=MODES, default="noauth")
     args = parser.parse_args()
     if args.action == "down":
         Stack(args.mode).down()
-        return 0
-    return run(args)
+    elif args.action == "build":
+        Stack(args.mode).build()
+    else:
+        return run(args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,147 @@
+"""Bad configuration: every case stops the placement container with a non-zero
+exit within 15 s, and its last log line names the problem and the variable.
+Where waiting is right (a database or memcached that may still be starting),
+the wait is logged and bounded by DB_WAIT_TIMEOUT."""
+
+import subprocess
+import time
+import uuid
+
+import pytest
+import stack
+
+IMAGE = stack.image("placement")
+GOOD_DB = "mysql+pymysql://placement:faults-dev-password@{host}/placement"
+KEYSTONE = {
+    "OS_API__AUTH_STRATEGY": "keystone",
+    "OS_KEYSTONE_AUTHTOKEN__AUTH_URL": "http://keystone.invalid:5000/v3",
+    "OS_KEYSTONE_AUTHTOKEN__PASSWORD": "faults-dev-password",
+}
+
+
+@pytest.fixture(scope="module")
+def network():
+    """A network with a real mariadb on it, for the cases that need a server."""
+    name = f"placedock-faults-{uuid.uuid4().hex[:8]}"
+    db_host = f"{name}-mariadb"
+    subprocess.run(["docker", "network", "create", name], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            [
+                "docker", "run", "-d", "--name", db_host, "--network", name,
+                "-e", "OS_PLACEMENT_DATABASE__CONNECTION=" + GOOD_DB.format(host="mariadb"),
+                stack.image("mariadb"),
+            ],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while stack.container_health(db_host) != "healthy":
+            assert time.monotonic() < deadline, "mariadb did not become healthy"
+            time.sleep(0.5)
+        yield {"name": name, "db": db_host}
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", db_host], capture_output=True)
+        subprocess.run(["docker", "network", "rm", name], capture_output=True)
+
+
+def run_placement(network, env):
+    args = ["docker", "run", "--rm", "--network", network["name"]]
+    for key, value in env.items():
+        args += ["-e", f"{key}={value.format(db=network['db'])}"]
+    started = time.monotonic()
+    done = subprocess.run([*args, IMAGE], capture_output=True, text=True, timeout=60)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return done.returncode, time.monotonic() - started, lines
+
+
+NOAUTH = {"OS_API__AUTH_STRATEGY": "noauth2"}
+CASES = {
+    "no auth strategy": ({}, "OS_API__AUTH_STRATEGY is not set"),
+    "unknown auth strategy": ({"OS_API__AUTH_STRATEGY": "noauth"}, "OS_API__AUTH_STRATEGY=noauth is not supported"),
+    "bad DB_SYNC": ({**NOAUTH, "DB_SYNC": "yes"}, "DB_SYNC=yes is not valid"),
+    "malformed database URL": (
+        {**NOAUTH, "OS_PLACEMENT_DATABASE__CONNECTION": "mariadb:placement"},
+        "OS_PLACEMENT_DATABASE__CONNECTION is not a database URL",
+    ),
+    "unsupported database driver": (
+        {**NOAUTH, "OS_PLACEMENT_DATABASE__CONNECTION": "postgresql://p:p@{db}/placement"},
+        "OS_PLACEMENT_DATABASE__CONNECTION uses driver 'postgresql'",
+    ),
+    "unreachable database host": (
+        {
+            **NOAUTH,
+            "DB_WAIT_TIMEOUT": "5",
+            "OS_PLACEMENT_DATABASE__CONNECTION": GOOD_DB.format(host="no-such-db-host"),
+        },
+        "OS_PLACEMENT_DATABASE__CONNECTION: no database at no-such-db-host:3306/placement after 5s (DB_WAIT_TIMEOUT)",
+    ),
+    "wrong database password": (
+        {**NOAUTH, "OS_PLACEMENT_DATABASE__CONNECTION": "mysql+pymysql://placement:wrong@{db}/placement"},
+        "OS_PLACEMENT_DATABASE__CONNECTION: the server rejected the user or password",
+    ),
+    "database the account may not use": (
+        {**NOAUTH, "OS_PLACEMENT_DATABASE__CONNECTION": "mysql+pymysql://placement:faults-dev-password@{db}/nova"},
+        "OS_PLACEMENT_DATABASE__CONNECTION: the user may not use that database",
+    ),
+    "bad DB_WAIT_TIMEOUT": ({**NOAUTH, "DB_WAIT_TIMEOUT": "soon"}, "DB_WAIT_TIMEOUT='soon' is not a number"),
+    "option value that does not parse": (
+        {**NOAUTH, "OS_PLACEMENT_DATABASE__MAX_POOL_SIZE": "many"},
+        "OS_PLACEMENT_DATABASE__MAX_POOL_SIZE: not a valid value",
+    ),
+    "keystone mode without its password": (
+        {k: v for k, v in KEYSTONE.items() if k != "OS_KEYSTONE_AUTHTOKEN__PASSWORD"},
+        "OS_KEYSTONE_AUTHTOKEN__PASSWORD is not set",
+    ),
+    "keystone mode without auth_url": (
+        {k: v for k, v in KEYSTONE.items() if k != "OS_KEYSTONE_AUTHTOKEN__AUTH_URL"},
+        "OS_KEYSTONE_AUTHTOKEN__AUTH_URL is not set",
+    ),
+    "unreachable memcached": (
+        {**KEYSTONE, "DB_WAIT_TIMEOUT": "5", "OS_KEYSTONE_AUTHTOKEN__MEMCACHED_SERVERS": "no-such-memcached:11211"},
+        "OS_KEYSTONE_AUTHTOKEN__MEMCACHED_SERVERS: no memcached at no-such-memcached:11211 after 5s",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_configuration_stops_the_container_and_names_the_variable(network, case):
+    env, expected = CASES[case]
+    if "OS_PLACEMENT_DATABASE__CONNECTION" not in env:
+        env = {**env, "OS_PLACEMENT_DATABASE__CONNECTION": GOOD_DB.format(host="{db}")}
+    status, seconds, lines = run_placement(network, env)
+    assert status != 0, lines
+    assert seconds < 15, f"took {seconds:.1f}s"
+    assert expected in lines[-1], lines[-5:]
+    assert not any("Traceback" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("case", ["unreachable database host", "unreachable memcached"])
+def test_waiting_for_a_dependency_is_logged(network, case):
+    env, _ = CASES[case]
+    status, _, lines = run_placement(network, {"OS_PLACEMENT_DATABASE__CONNECTION": GOOD_DB.format(host="{db}"), **env})
+    assert status != 0
+    assert sum("placedock: waiting for" in line for line in lines) >= 2, lines
+
+
+def test_good_configuration_serves(network):
+    """The control case: the same harness with a good setting starts placement."""
+    name = f"{network['name']}-good"
+    subprocess.run(
+        [
+            "docker", "run", "-d", "--name", name, "--network", network["name"],
+            "-e", "OS_API__AUTH_STRATEGY=noauth2", "-e", "DB_SYNC=True",
+            "-e", "OS_PLACEMENT_DATABASE__CONNECTION=" + GOOD_DB.format(host=network["db"]),
+            IMAGE,
+        ],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while stack.container_health(name) != "healthy":
+            assert stack.container_health(name) != "exited", subprocess.run(
+                ["docker", "logs", name], capture_output=True, text=True
+            ).stderr
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
