@@ -1,13 +1,13 @@
 """The stack itself: haproxy spreads requests over every replica, all replicas
 share one database, and scaling needs no haproxy restart and fails no request."""
 
-import threading
 import time
 from collections import Counter
 
 import pytest
 import requests
 import stack
+from load import Load
 
 REPLICAS = 3
 SERVER_HEADER = "X-Placedock-Server"
@@ -44,33 +44,6 @@ def test_write_through_one_replica_reads_back_through_every_replica(placement_ur
     assert len(seen) == REPLICAS, seen
 
 
-class Load(threading.Thread):
-    """GETs through the front door until stopped, counting what failed."""
-
-    def __init__(self, placement_url, headers, limit_seconds=180):
-        super().__init__(daemon=True)
-        self.url = placement_url
-        self.headers = headers
-        self.limit = limit_seconds
-        self.stop = threading.Event()
-        self.sent = 0
-        self.failures = []
-
-    def run(self):
-        deadline = time.monotonic() + self.limit
-        paths = ["/", "/resource_providers", "/traits?name=startswith:HW_CPU"]
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            path = paths[self.sent % len(paths)]
-            self.sent += 1
-            try:
-                resp = requests.get(self.url + path, headers=self.headers, timeout=10)
-                if resp.status_code != 200:
-                    self.failures.append(f"{path}: {resp.status_code} {resp.text[:200]}")
-            except requests.RequestException as exc:
-                self.failures.append(f"{path}: {exc}")
-            time.sleep(0.02)
-
-
 @pytest.fixture
 def haproxy_container(compose_stack):
     (container,) = compose_stack.container_ids("haproxy")
@@ -92,18 +65,14 @@ def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
     placement_url, admin_headers, compose_stack, haproxy_container
 ):
     before = started_at(haproxy_container)
-    load = Load(placement_url, admin_headers)
-    load.start()
-    try:
+    paths = ("/", "/resource_providers", "/traits?name=startswith:HW_CPU")
+    with Load(placement_url, admin_headers, paths) as load:
         compose_stack.scale(1)
         stack.wait_for_up(1, timeout=30)
         assert len(compose_stack.container_ids("placement")) == 1
         compose_stack.scale(REPLICAS)
         stack.wait_for_up(REPLICAS, timeout=60)
         time.sleep(1)
-    finally:
-        load.stop.set()
-        load.join()
     assert load.sent > 50
     assert load.failures == [], f"{len(load.failures)} of {load.sent} failed: {load.failures[:5]}"
     assert started_at(haproxy_container) == before

@@ -100,8 +100,11 @@ class Stack:
             timeout=timeout,
         )
 
-    def container_ids(self, service, all_states=False):
-        out = self.compose("ps", *(["-a"] if all_states else []), "-q", service, capture=True).stdout
+    def container_ids(self, service=None, all_states=False):
+        """IDs of a service's containers; of the whole project without one."""
+        out = self.compose(
+            "ps", *(["-a"] if all_states else []), "-q", *([service] if service else []), capture=True
+        ).stdout
         return out.split()
 
     def logs(self, *services):

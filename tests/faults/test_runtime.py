@@ -1,0 +1,238 @@
+"""Faults on a running stack (keystone mode, 3 replicas): replicas dying and
+coming back under load, scaling while serving, the database and keystone
+going away. Each test prints the figure it measured."""
+
+import random
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import requests
+import stack
+from load import Load
+
+REPLICAS = 3
+DB_PATHS = ("/resource_providers?name=faults-none", "/traits?name=startswith:HW_CPU", "/resource_classes")
+
+
+def docker(*args):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def wait_until(condition, timeout, step=0.05):
+    """Seconds until condition() held; fails the test after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"not within {timeout}s"
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def replicas(compose_stack):
+    """The placement containers; the stack is back to 3 UP replicas afterwards."""
+    yield compose_stack.container_ids("placement")
+    compose_stack.scale(REPLICAS)
+    stack.wait_for_up(REPLICAS, timeout=60)
+
+
+def test_dead_replica_leaves_rotation_within_3s_and_returns_within_5s(replicas):
+    victim = replicas[0]
+    docker("kill", victim)
+    gone = wait_until(lambda: len(stack.up_servers()) == REPLICAS - 1, timeout=3)
+    docker("start", victim)
+    back = wait_until(lambda: len(stack.up_servers()) == REPLICAS, timeout=5)
+    print(f"detection: killed replica out of rotation in {gone:.2f}s; restarted one back in {back:.2f}s")
+
+
+def test_scale_3_to_5_to_2_while_serving_fails_no_request(placement_url, admin_headers, compose_stack, replicas):
+    with Load(placement_url, admin_headers, ("/", *DB_PATHS)) as load:
+        compose_stack.scale(5)
+        up5 = wait_until(lambda: len(stack.up_servers()) == 5, timeout=5)
+        compose_stack.scale(2)
+        down2 = wait_until(lambda: len(stack.up_servers()) == 2, timeout=5)
+        time.sleep(1)
+    print(f"scale: 3->5 all UP {up5:.2f}s after compose returned, 5->2 {down2:.2f}s; {load.sent} requests, 0 failed")
+    assert load.sent > 50
+    assert load.failures == [], load.failures[:5]
+
+
+class Writer(threading.Thread):
+    """Allocation writes for fresh consumers, then deletes of half of them.
+    Records what the client was told, so the outcome can be checked."""
+
+    SUCCESS = {200, 204}
+    RETRYABLE = {409, 502, 503, 504}
+
+    def __init__(self, url, headers, providers, seconds, project):
+        super().__init__(daemon=True)
+        self.url, self.headers, self.providers, self.seconds = url, headers, providers, seconds
+        self.project = project
+        self.written = {}  # consumer -> (provider, amount): the write succeeded
+        self.unsure = {}  # consumer -> (provider, amount): retryable status, outcome unknown to the client
+        self.deleted = set()
+        self.statuses = Counter()
+        self.bad = []
+
+    def request(self, method, path, **kwargs):
+        try:
+            resp = requests.request(method, self.url + path, headers=self.headers, timeout=20, **kwargs)
+        except requests.RequestException as exc:
+            self.bad.append(f"{method} {path}: {exc!r}")
+            return None
+        self.statuses[resp.status_code] += 1
+        if resp.status_code not in self.SUCCESS | self.RETRYABLE:
+            self.bad.append(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
+        return resp.status_code
+
+    def run(self):
+        rng = random.Random()
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            consumer, provider, amount = str(uuid.uuid4()), rng.choice(self.providers), rng.randint(1, 4)
+            body = {
+                "allocations": {provider: {"resources": {"VCPU": amount}}},
+                "project_id": self.project,
+                "user_id": self.project,
+                "consumer_generation": None,
+                "consumer_type": "INSTANCE",
+            }
+            status = self.request("PUT", f"/allocations/{consumer}", json=body)
+            if status in self.SUCCESS:
+                self.written[consumer] = (provider, amount)
+                if rng.random() < 0.5 and self.request("DELETE", f"/allocations/{consumer}") in self.SUCCESS:
+                    self.deleted.add(consumer)
+            elif status is not None:
+                self.unsure[consumer] = (provider, amount)
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def providers(placement_url, admin_headers):
+    run = uuid.uuid4().hex[:8]
+    made = []
+    for index in range(4):
+        rp = requests.post(
+            f"{placement_url}/resource_providers",
+            json={"name": f"faults-{run}-{index}"},
+            headers=admin_headers,
+            timeout=10,
+        ).json()
+        inv = {"resource_provider_generation": rp["generation"], "inventories": {"VCPU": {"total": 100000}}}
+        resp = requests.put(
+            f"{placement_url}/resource_providers/{rp['uuid']}/inventories", json=inv, headers=admin_headers, timeout=10
+        )
+        assert resp.status_code == 200, resp.text
+        made.append(rp["uuid"])
+    return made
+
+
+def test_replica_loss_under_mixed_load_loses_nothing(placement_url, admin_headers, providers, replicas):
+    project = str(uuid.uuid4())
+    writers = [Writer(placement_url, admin_headers, providers, seconds=30, project=project) for _ in range(2)]
+    read_paths = tuple(f"/resource_providers/{rp}/usages" for rp in providers) + ("/",)
+    with Load(placement_url, admin_headers, read_paths, limit_seconds=40) as reads:
+        for writer in writers:
+            writer.start()
+        time.sleep(5)
+        docker("kill", replicas[0])
+        time.sleep(10)
+        docker("start", replicas[0])
+        for writer in writers:
+            writer.join()
+    statuses = sum((w.statuses for w in writers), Counter())
+    print(f"replica loss: {reads.sent} GETs, {len(reads.failures)} failed; writes by status {dict(statuses)}")
+    assert reads.failures == [], reads.failures[:5]
+    assert [bad for w in writers for bad in w.bad] == []
+    assert sum(len(w.written) for w in writers) > 50
+
+    # Nothing lost, nothing half-applied: placement's own books balance, every
+    # acknowledged write is there exactly, every unacknowledged one is all or nothing.
+    for rp in providers:
+        usages = requests.get(
+            f"{placement_url}/resource_providers/{rp}/usages", headers=admin_headers, timeout=10
+        ).json()
+        allocations = requests.get(
+            f"{placement_url}/resource_providers/{rp}/allocations", headers=admin_headers, timeout=10
+        )
+        total = sum(a["resources"].get("VCPU", 0) for a in allocations.json()["allocations"].values())
+        assert usages["usages"].get("VCPU", 0) == total
+    for writer in writers:
+        for consumer, (rp, amount) in {**writer.written, **writer.unsure}.items():
+            got = requests.get(f"{placement_url}/allocations/{consumer}", headers=admin_headers, timeout=10).json()[
+                "allocations"
+            ]
+            if consumer in writer.deleted:
+                assert got == {}
+            elif consumer in writer.written:
+                assert got == {rp: {"resources": {"VCPU": amount}, "generation": got[rp]["generation"]}}
+            else:
+                assert got in (
+                    {},
+                    {rp: {"resources": {"VCPU": amount}, "generation": got.get(rp, {}).get("generation")}},
+                )
+
+
+def test_database_restart_under_load_recovers_without_replica_restart(
+    placement_url, admin_headers, compose_stack, replicas
+):
+    before = {c: docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas}
+    (mariadb,) = compose_stack.container_ids("mariadb")
+    # A request during the outage must end within this (the documented bound:
+    # pool_timeout 10 s plus a connect attempt), never hang.
+    bound = 15
+    with Load(placement_url, admin_headers, DB_PATHS, limit_seconds=120, timeout=bound + 5) as load:
+        time.sleep(2)
+        docker("stop", mariadb)
+        time.sleep(3)
+        docker("start", mariadb)
+        healthy_after = wait_until(lambda: stack.container_health(mariadb) == "healthy", timeout=60, step=0.2)
+        back = time.monotonic()
+        time.sleep(12)
+    late = [f for f in load.failures if f[0] > back + 10]
+    recovered = max((f[0] for f in load.failures), default=back) - back
+    print(
+        f"database restart: mariadb healthy {healthy_after:.1f}s after start; last failed request "
+        f"{recovered:.1f}s after that; {load.sent} requests, {len(load.failures)} failed during the outage; "
+        f"slowest {load.slowest:.1f}s"
+    )
+    assert late == [], late[:3]
+    assert load.slowest < bound
+    assert {c: docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas} == before
+
+
+def test_keystone_stopped_gives_503_then_recovers(placement_url, admin_headers, compose_stack):
+    fresh_token = stack.keystone_tokens()["PLACEMENT_MEMBER_TOKEN"]  # never validated yet
+    (keystone,) = compose_stack.container_ids("keystone")
+    docker("stop", keystone)
+    try:
+        started = time.monotonic()
+        resp = requests.get(
+            f"{placement_url}/traits", headers={**admin_headers, "x-auth-token": fresh_token}, timeout=30
+        )
+        answered = time.monotonic() - started
+        cached = requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30)
+    finally:
+        docker("start", keystone)
+    print(
+        f"keystone stopped: new token answered {resp.status_code} in {answered:.2f}s; cached token {cached.status_code}"
+    )
+    assert resp.status_code == 503, resp.text
+    assert "Keystone" in resp.text
+    assert answered < 10
+    assert cached.status_code == 200
+    wait_until(lambda: stack.container_health(keystone) == "healthy", timeout=60, step=0.2)
+    again = wait_until(
+        lambda: (
+            requests.get(
+                f"{placement_url}/traits", headers={**admin_headers, "x-auth-token": fresh_token}, timeout=30
+            ).status_code
+            != 503
+        ),
+        timeout=15,
+        step=0.5,
+    )
+    print(f"keystone back: new tokens validated again {again:.1f}s after keystone was healthy")
