@@ -31,8 +31,11 @@ def log(message):
 
 
 def fail(message):
+    """Stop with one line. os._exit, not sys.exit: inside uwsgi (see
+    placedock_wsgi.py) nothing may print a traceback after this line."""
     log(message)
-    sys.exit(1)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def wait_timeout():

@@ -27,8 +27,12 @@ case "${DB_SYNC:=False}" in
     *) die "DB_SYNC=$DB_SYNC is not valid: use True or False" ;;
 esac
 
-# Option values, memcached (keystone mode), database: see preflight.py.
-python3 /usr/local/lib/placedock/preflight.py
+# Option values, memcached (keystone mode), database: see preflight.py. uwsgi
+# runs these checks itself as it loads the app (placedock_wsgi.py), unless the
+# migrations must run first.
+if [ "${1:-}" != uwsgi ] || [ "$DB_SYNC" = True ]; then
+    python3 /usr/local/lib/placedock/preflight.py
+fi
 
 if [ "$DB_SYNC" = True ]; then
     echo "placedock: DB_SYNC=True: running placement-manage db sync" >&2

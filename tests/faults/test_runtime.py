@@ -39,23 +39,54 @@ def replicas(compose_stack):
     stack.wait_for_up(REPLICAS, timeout=60)
 
 
+def container_ip(container):
+    return docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container)
+
+
+def answers(ip):
+    try:
+        return requests.get(f"http://{ip}:8778/", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def into_rotation(containers, count, timeout=60):
+    """(seconds until every container answered by itself, seconds from then
+    until haproxy had `count` replicas UP): start-up, then detection."""
+    started = time.monotonic()
+    ips = [container_ip(c) for c in containers]
+    wait_until(lambda: all(answers(ip) for ip in ips), timeout=timeout, step=0.1)
+    ready = time.monotonic()
+    wait_until(lambda: len(stack.up_servers()) == count, timeout=timeout)
+    return ready - started, time.monotonic() - ready
+
+
 def test_dead_replica_leaves_rotation_within_3s_and_returns_within_5s(replicas):
     victim = replicas[0]
     docker("kill", victim)
     gone = wait_until(lambda: len(stack.up_servers()) == REPLICAS - 1, timeout=3)
     docker("start", victim)
-    back = wait_until(lambda: len(stack.up_servers()) == REPLICAS, timeout=5)
-    print(f"detection: killed replica out of rotation in {gone:.2f}s; restarted one back in {back:.2f}s")
+    starting, detected = into_rotation([victim], REPLICAS)
+    print(
+        f"detection: killed replica out of rotation in {gone:.2f}s; restarted one served after "
+        f"{starting:.2f}s and was in rotation {detected:.2f}s later"
+    )
+    assert detected < 5
 
 
 def test_scale_3_to_5_to_2_while_serving_fails_no_request(placement_url, admin_headers, compose_stack, replicas):
     with Load(placement_url, admin_headers, ("/", *DB_PATHS)) as load:
         compose_stack.scale(5)
-        up5 = wait_until(lambda: len(stack.up_servers()) == 5, timeout=5)
+        new = [c for c in compose_stack.container_ids("placement") if c not in replicas]
+        starting, detected = into_rotation(new, 5)
         compose_stack.scale(2)
-        down2 = wait_until(lambda: len(stack.up_servers()) == 2, timeout=5)
+        down2 = wait_until(lambda: len(stack.up_servers()) == 2, timeout=3)
         time.sleep(1)
-    print(f"scale: 3->5 all UP {up5:.2f}s after compose returned, 5->2 {down2:.2f}s; {load.sent} requests, 0 failed")
+    print(
+        f"scale: 3->5: the new replicas served {starting:.2f}s after compose returned and were in rotation "
+        f"{detected:.2f}s later; 5->2: {down2:.2f}s; {load.sent} requests, {len(load.failures)} failed"
+    )
+    assert detected < 5
     assert load.sent > 50
     assert load.failures == [], load.failures[:5]
 
