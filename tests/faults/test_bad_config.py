@@ -124,12 +124,13 @@ def test_waiting_for_a_dependency_is_logged(network, case):
 
 
 def test_good_configuration_serves(network):
-    """The control case: the same harness with a good setting starts placement."""
+    """The control case: the same harness with good settings starts placement,
+    and uwsgi takes its worker count from the environment."""
     name = f"{network['name']}-good"
     subprocess.run(
         [
             "docker", "run", "-d", "--name", name, "--network", network["name"],
-            "-e", "OS_API__AUTH_STRATEGY=noauth2", "-e", "DB_SYNC=True",
+            "-e", "OS_API__AUTH_STRATEGY=noauth2", "-e", "DB_SYNC=True", "-e", "UWSGI_PROCESSES=3",
             "-e", "OS_PLACEMENT_DATABASE__CONNECTION=" + GOOD_DB.format(host=network["db"]),
             IMAGE,
         ],
@@ -143,5 +144,7 @@ def test_good_configuration_serves(network):
             ).stderr
             assert time.monotonic() < deadline
             time.sleep(0.5)
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        assert (logs.stdout + logs.stderr).count("spawned uWSGI worker") == 3
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
