@@ -1,0 +1,171 @@
+"""Where the CPU went during a measurement.
+
+Client, servers and everyone else's work share the machine's cores, so each
+measurement also reads, before and after, the CPU time of: this process (the
+load generator), each of the benchmark's containers (cgroup v1 cpuacct, by
+compose service), docker's userland proxy for the benchmark's published ports,
+the raw uwsgi's processes when it runs, and the whole machine. What the whole
+machine used beyond those is "others". Only our own containers and processes
+are read, and only read.
+
+When it knows the benchmark's mariadb container it also reads InnoDB's deadlock
+and row-lock-wait counters, which explain slow write tails (oslo.db retries a
+deadlocked transaction after a pause).
+"""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup/cpuacct")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _read_ns(path):
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _proc_cpu_ns(pid):
+    """utime + stime of one process (all its threads), in ns."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    return (int(fields[11]) + int(fields[12])) * 10**9 // CLOCK_TICKS
+
+
+def _proxy_pids(ports):
+    """docker-proxy processes serving our published ports."""
+    wanted = {str(p) for p in ports}
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"docker-proxy"):
+            decoded = [a.decode(errors="replace") for a in args]
+            if "-host-port" in decoded and decoded[decoded.index("-host-port") + 1] in wanted:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _children(pid):
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """meter.start() ... meter.stop() -> {component: CPU seconds} plus 'elapsed' and 'others'."""
+
+    def __init__(self, project, ports):
+        self.project = project
+        self.ports = ports
+        self.raw_pid = None
+        self.mariadb = None
+        self.available = (CGROUP_ROOT / "cpuacct.usage").exists()
+
+    def _containers(self):
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "--no-trunc",
+                "--filter",
+                f"label=com.docker.compose.project={self.project}",
+                "--format",
+                '{{.ID}} {{.Label "com.docker.compose.service"}} {{.Label "com.docker.compose.oneoff"}}',
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        groups = {}
+        for line in out.splitlines():
+            cid, service, oneoff = (line.split() + ["", ""])[:3]
+            name = f"{service} (one-off)" if oneoff == "True" else service
+            groups.setdefault(name, []).append(cid)
+        return groups
+
+    def _snapshot(self):
+        times = os.times()
+        snap = {"client": int((times.user + times.system) * 10**9)}
+        for name, ids in self.groups.items():
+            snap[name] = sum(_read_ns(CGROUP_ROOT / "docker" / cid / "cpuacct.usage") or 0 for cid in ids)
+        snap["docker-proxy"] = sum(_proc_cpu_ns(pid) for pid in self.proxies)
+        if self.raw_pids:
+            snap["raw uwsgi"] = sum(_proc_cpu_ns(pid) for pid in self.raw_pids)
+        snap["machine"] = _read_ns(CGROUP_ROOT / "cpuacct.usage") or 0
+        return snap
+
+    def _innodb(self):
+        if not self.mariadb:
+            return {}
+        out = subprocess.run(
+            [
+                "docker",
+                "exec",
+                self.mariadb,
+                "mariadb",
+                "--protocol=tcp",
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "healthcheck",
+                "-N",
+                "-B",
+                "-e",
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_deadlocks', 'Innodb_row_lock_waits')",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return {name: int(value) for name, value in (line.split() for line in out.splitlines())}
+
+    def start(self):
+        self.db_before = self._innodb()
+        if not self.available:
+            return
+        self.groups = self._containers()
+        self.proxies = _proxy_pids(self.ports)
+        self.raw_pids = [self.raw_pid, *_children(self.raw_pid)] if self.raw_pid else []
+        self.t0 = time.monotonic()
+        self.before = self._snapshot()
+
+    def stop(self):
+        """CPU seconds per component since start() ('others' = the machine minus all
+        of ours), 'elapsed', and the InnoDB counters' increase."""
+        used = {}
+        if self.available:
+            after = self._snapshot()
+            used = {k: (after[k] - self.before.get(k, 0)) / 1e9 for k in after}
+            machine = used.pop("machine")
+            used["others"] = max(0.0, machine - sum(used.values()))
+            used["elapsed"] = time.monotonic() - self.t0
+        for name, value in self._innodb().items():
+            used[name] = value - self.db_before.get(name, 0)
+        return used
+
+
+def merge(parts):
+    """Add up several stop() results."""
+    total = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total

@@ -1,0 +1,197 @@
+"""The reference: upstream placement under uwsgi on the host, no container, no haproxy.
+
+Same packages (a venv made with `pip install -c constraints.txt -r
+placement/requirements.txt`, cached between runs and remade when either file
+or the interpreter changes), same uwsgi.ini except that it listens on a
+loopback port and loads upstream's WSGI module directly, same placement settings from env/placement.env, same mariadb
+(published on the host's loopback by compose.bench.yaml) with a database of
+its own.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from . import load
+
+STAMP = ".placedock-bench-stamp"
+# pip's wheel cache is keyed by the Python minor version only: a uWSGI wheel built
+# earlier by another 3.11 (pyenv's, say) links that interpreter's libpython and
+# fails to load the app under this one. Build everything for this interpreter.
+PIP_FLAGS = ["--no-cache-dir"]
+
+
+def default_python():
+    """Debian's python3, the interpreter the placement image runs, when the host has it."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+
+
+def _fingerprint(root, python):
+    digest = hashlib.sha256()
+    for name in ("constraints.txt", "placement/requirements.txt"):
+        digest.update((root / name).read_bytes())
+    version = subprocess.run([python, "--version"], check=True, capture_output=True, text=True).stdout
+    digest.update(f"{python} {version} {PIP_FLAGS}".encode())
+    return digest.hexdigest()
+
+
+def ensure_venv(root, venv, python, log_path):
+    """Make (or reuse) the venv; return True when it was reused. pip's output goes to log_path."""
+    stamp = venv / STAMP
+    wanted = _fingerprint(root, python)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return True
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    command = [
+        str(venv / "bin" / "pip"),
+        "install",
+        *PIP_FLAGS,
+        "-c",
+        str(root / "constraints.txt"),
+        "-r",
+        str(root / "placement" / "requirements.txt"),
+    ]
+    with open(log_path, "w") as log:
+        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=1800).returncode
+    if status:
+        raise RuntimeError(f"pip install into {venv} failed (exit {status}); see {log_path}")
+    stamp.write_text(wanted)
+    return False
+
+
+# Upstream's WSGI entry point: the reference runs placement itself, without the
+# image's start-up checks (placement/placedock_wsgi.py) in front of it.
+UPSTREAM_MODULE = "placement.wsgi.api:application"
+
+
+def uwsgi_ini(root, port):
+    """placement/uwsgi.ini for the host: listening on 127.0.0.1:port, loading
+    upstream's module, and without the image's pythonpath; every other option
+    (processes, threads, buffers, ...) as the image has it."""
+    lines = []
+    for line in (root / "placement" / "uwsgi.ini").read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key == "http-socket":
+            line = f"http-socket = 127.0.0.1:{port}"
+        elif key == "module":
+            line = f"module = {UPSTREAM_MODULE}"
+        elif key == "pythonpath":
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def env_file(path):
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value
+    return values
+
+
+class RawPlacement:
+    """uwsgi on 127.0.0.1:port, started and stopped by us (its own process group)."""
+
+    def __init__(self, root, venv, port, db_url, workdir):
+        self.url = f"http://127.0.0.1:{port}"
+        self.venv = venv
+        self.workdir = workdir
+        self.ini = workdir / "uwsgi.ini"
+        self.ini.write_text(uwsgi_ini(root, port))
+        self.log = workdir / "uwsgi.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "OS_"))}
+        self.env = {
+            **base,
+            **env_file(root / "env" / "placement.env"),
+            "OS_PLACEMENT_DATABASE__CONNECTION": db_url,
+            "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}",
+            "VIRTUAL_ENV": str(venv),
+        }
+        self.proc = None
+
+    def db_sync(self):
+        subprocess.run(
+            [str(self.venv / "bin" / "placement-manage"), "db", "sync"],
+            env=self.env,
+            cwd=self.workdir,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    def start(self, timeout):
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [str(self.venv / "bin" / "uwsgi"), "--ini", str(self.ini)],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            return load.wait_ready(self.url, timeout, alive=lambda: self.proc.poll() is None)
+        except (TimeoutError, RuntimeError) as exc:
+            tail = self.log.read_text()[-2000:]
+            raise RuntimeError(f"raw placement did not start ({exc}); uwsgi log:\n{tail}") from None
+
+    def stop(self):
+        """SIGTERM (uwsgi finishes in-flight requests), then SIGKILL the group if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def memory(self):
+        """The uwsgi master and its workers: role, threads, RSS and PSS in KiB."""
+        master = self.proc.pid
+        pids = [master] + [pid for pid in _pids() if _ppid(pid) == master]
+        out = []
+        for pid in pids:
+            fields = _proc_fields(pid)
+            if fields:
+                out.append(
+                    {
+                        "pid": pid,
+                        "role": "master" if pid == master else "worker",
+                        "threads": int(fields["Threads"][0]),
+                        "rss_kib": int(fields["VmRSS"][0]),
+                        "pss_kib": int(fields["Pss"][0]),
+                    }
+                )
+        return out
+
+
+def _pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _proc_fields(pid):
+    fields = {}
+    try:
+        for name in ("status", "smaps_rollup"):
+            with open(f"/proc/{pid}/{name}") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    fields.setdefault(key, value.split())
+    except OSError:
+        return None
+    return fields
