@@ -10,6 +10,7 @@ its own.
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,10 +70,19 @@ def ensure_venv(root, venv, python, log_path):
 UPSTREAM_MODULE = "placement.wsgi.api:application"
 
 
+def image_workers(root):
+    """(processes, threads) per replica: the placement image sets them as
+    UWSGI_PROCESSES / UWSGI_THREADS in its Dockerfile's ENV."""
+    dockerfile = (root / "placement" / "Dockerfile").read_text()
+    found = dict(re.findall(r"\bUWSGI_(PROCESSES|THREADS)=(\d+)", dockerfile))
+    return int(found["PROCESSES"]), int(found["THREADS"])
+
+
 def uwsgi_ini(root, port):
     """placement/uwsgi.ini for the host: listening on 127.0.0.1:port, loading
     upstream's module, and without the image's pythonpath; every other option
-    (processes, threads, buffers, ...) as the image has it."""
+    (buffers, ...) as the image has it, and the image's processes and threads."""
+    processes, threads = image_workers(root)
     lines = []
     for line in (root / "placement" / "uwsgi.ini").read_text().splitlines():
         key = line.split("=", 1)[0].strip()
@@ -83,6 +93,7 @@ def uwsgi_ini(root, port):
         elif key == "pythonpath":
             continue
         lines.append(line)
+    lines += [f"processes = {processes}", f"threads = {threads}"]
     return "\n".join(lines) + "\n"
 
 

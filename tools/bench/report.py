@@ -6,6 +6,8 @@ the defaults" are read from the repo's files at run time.
 
 import re
 
+from . import raw
+
 MIB = 2**20
 MB = 10**6
 
@@ -37,9 +39,10 @@ def defaults(root):
     haproxy = (root / "haproxy" / "haproxy.cfg").read_text()
     balance = re.search(r"^\s*balance\s+(\S+)", haproxy, re.M)
     slots = re.search(r"^\s*server-template\s+\S+\s+(\d+)", haproxy, re.M)
+    processes, threads = raw.image_workers(root)
     return {
-        "processes": int(uwsgi["processes"]),
-        "threads": int(uwsgi["threads"]),
+        "processes": processes,
+        "threads": threads,
         "listen": uwsgi.get("listen"),
         "add_header": uwsgi.get("add-header", ""),
         "pool": int(placement_env["OS_PLACEMENT_DATABASE__MAX_POOL_SIZE"]),
@@ -704,7 +707,7 @@ def _defaults_section(results, d):
     return [
         "## 6. Why the defaults are what they are",
         "",
-        f"- **{d['processes']} processes × {d['threads']} threads per replica** (`placement/uwsgi.ini`). "
+        f"- **{d['processes']} processes × {d['threads']} threads per replica** (`UWSGI_PROCESSES`/`UWSGI_THREADS` in `placement/Dockerfile`). "
         "The threads overlap each request's waits on mariadb; the GIL lets "
         f"one process run Python on one core at a time, so {d['processes']} processes can use both cores of "
         "a small machine. The app loads once in the master before the fork (`lazy-apps = false`), so extra "
