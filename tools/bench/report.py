@@ -707,7 +707,8 @@ def _defaults_section(results, d):
     return [
         "## 6. Why the defaults are what they are",
         "",
-        f"- **{d['processes']} processes × {d['threads']} threads per replica** (`UWSGI_PROCESSES`/`UWSGI_THREADS` in `placement/Dockerfile`). "
+        f"- **{d['processes']} processes × {d['threads']} threads per replica** "
+        "(`UWSGI_PROCESSES`/`UWSGI_THREADS` in `placement/Dockerfile`). "
         "The threads overlap each request's waits on mariadb; the GIL lets "
         f"one process run Python on one core at a time, so {d['processes']} processes can use both cores of "
         "a small machine. The app loads once in the master before the fork (`lazy-apps = false`), so extra "
