@@ -16,7 +16,7 @@ import time
 import sqlalchemy
 from sqlalchemy import exc as sa_exc
 
-VAR = sys.argv[1] if len(sys.argv) > 1 else "OS_PLACEMENT_DATABASE__CONNECTION"
+PLACEMENT_VAR = "OS_PLACEMENT_DATABASE__CONNECTION"
 RETRY_SECONDS = 2
 # MySQL server errors that waiting will not fix.
 FATAL_MYSQL_ERRORS = {
@@ -49,24 +49,26 @@ def wait_timeout():
     return value
 
 
-def parse_url():
-    raw = os.environ.get(VAR, "").strip()
+def parse_url(var):
+    raw = os.environ.get(var, "").strip()
     if not raw:
-        fail(f"{VAR} is not set")
+        fail(f"{var} is not set")
     try:
         url = sqlalchemy.engine.make_url(raw)
     except sa_exc.ArgumentError:
-        fail(f"{VAR} is not a database URL (expected mysql+pymysql://USER:PASSWORD@HOST/DB or sqlite:////PATH)")
+        fail(f"{var} is not a database URL (expected mysql+pymysql://USER:PASSWORD@HOST/DB or sqlite:////PATH)")
     if url.drivername not in ("mysql+pymysql", "sqlite"):
-        fail(f"{VAR} uses driver {url.drivername!r}: use mysql+pymysql:// or sqlite://")
+        fail(f"{var} uses driver {url.drivername!r}: use mysql+pymysql:// or sqlite://")
     if url.drivername == "mysql+pymysql" and not (url.host and url.database):
-        fail(f"{VAR} needs a host and a database name: mysql+pymysql://USER:PASSWORD@HOST/DB")
+        fail(f"{var} needs a host and a database name: mysql+pymysql://USER:PASSWORD@HOST/DB")
     return url
 
 
-def main():
-    url = parse_url()
-    timeout = wait_timeout()
+def main(var=PLACEMENT_VAR, timeout=None):
+    """Wait for the database named by the URL in `var`; `timeout` defaults to DB_WAIT_TIMEOUT."""
+    url = parse_url(var)
+    if timeout is None:
+        timeout = wait_timeout()
     where = url.database if url.drivername == "sqlite" else f"{url.host}:{url.port or 3306}/{url.database}"
     connect_args = {"connect_timeout": 5} if url.drivername.startswith("mysql") else {}
     engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
@@ -80,14 +82,14 @@ def main():
             code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
             reason = exc.orig.args[-1] if exc.orig is not None and exc.orig.args else str(exc)
             if code in FATAL_MYSQL_ERRORS:
-                fail(f"{VAR}: {FATAL_MYSQL_ERRORS[code]} ({where}: {reason})")
+                fail(f"{var}: {FATAL_MYSQL_ERRORS[code]} ({where}: {reason})")
             if url.drivername == "sqlite":
-                fail(f"{VAR}: cannot open sqlite database {where}: {reason}")
+                fail(f"{var}: cannot open sqlite database {where}: {reason}")
             if time.monotonic() >= deadline:
-                fail(f"{VAR}: no database at {where} after {timeout:g}s (DB_WAIT_TIMEOUT): {reason}")
+                fail(f"{var}: no database at {where} after {timeout:g}s (DB_WAIT_TIMEOUT): {reason}")
             log(f"waiting for database at {where}: {reason}")
             time.sleep(RETRY_SECONDS)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else PLACEMENT_VAR)

@@ -75,7 +75,7 @@ def main():
     check_options()
     if os.environ.get("OS_API__AUTH_STRATEGY") == "keystone":
         check_memcached(timeout)
-    dbcheck.main()
+    dbcheck.main(timeout=timeout)
 
 
 if __name__ == "__main__":
