@@ -51,14 +51,7 @@ def haproxy_container(compose_stack):
 
 
 def started_at(container):
-    import subprocess
-
-    return subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}", container],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return stack.docker("inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}", container)
 
 
 def test_scale_down_and_up_without_haproxy_restart_or_failed_request(

@@ -56,6 +56,11 @@ def image(name):
     return f"{os.environ.get('PLACEDOCK_IMAGE_PREFIX', 'placedock')}/{name}:{os.environ.get('PLACEDOCK_TAG', 'dev')}"
 
 
+def docker(*args):
+    """Run a docker command; its output, stripped."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def container_health(container):
     """A running container's health (healthy, unhealthy, starting), else its state (exited, ...)."""
     out = subprocess.run(

@@ -5,7 +5,6 @@ project placedock-faults and removes it, volumes included."""
 import json
 import re
 import socket
-import subprocess
 import time
 import uuid
 
@@ -27,12 +26,6 @@ def fresh():
     project.down()
 
 
-def inspect(container, template):
-    return subprocess.run(
-        ["docker", "inspect", "-f", template, container], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 @pytest.mark.parametrize("attempt", [1, 2, 3])
 def test_cold_start_of_five_replicas_on_an_empty_database(fresh, attempt):
     started = time.monotonic()
@@ -42,10 +35,10 @@ def test_cold_start_of_five_replicas_on_an_empty_database(fresh, attempt):
     replicas = fresh.container_ids("placement")
     assert len(replicas) == 5
     for container in replicas:
-        assert inspect(container, "{{.RestartCount}}") == "0"
+        assert stack.docker("inspect", "-f", "{{.RestartCount}}", container) == "0"
         assert stack.container_health(container) == "healthy"
     (migration,) = fresh.container_ids("placement-db-sync", all_states=True)
-    assert inspect(migration, "{{.State.ExitCode}}") == "0"
+    assert stack.docker("inspect", "-f", "{{.State.ExitCode}}", migration) == "0"
     logs = fresh.logs("placement", "placement-db-sync")
     assert not BAD_LOG_LINES.findall(logs), [line for line in logs.splitlines() if BAD_LOG_LINES.search(line)][:5]
 

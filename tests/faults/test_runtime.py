@@ -3,7 +3,6 @@ coming back under load, scaling while serving, the database and keystone
 going away. Each test prints the figure it measured."""
 
 import random
-import subprocess
 import threading
 import time
 import uuid
@@ -16,10 +15,6 @@ from load import Load
 
 REPLICAS = 3
 DB_PATHS = ("/resource_providers?name=faults-none", "/traits?name=startswith:HW_CPU", "/resource_classes")
-
-
-def docker(*args):
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def wait_until(condition, timeout, step=0.05):
@@ -40,7 +35,7 @@ def replicas(compose_stack):
 
 
 def container_ip(container):
-    return docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container)
+    return stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container)
 
 
 def answers(ip):
@@ -63,9 +58,9 @@ def into_rotation(containers, count, timeout=60):
 
 def test_dead_replica_leaves_rotation_within_3s_and_returns_within_5s(replicas):
     victim = replicas[0]
-    docker("kill", victim)
+    stack.docker("kill", victim)
     gone = wait_until(lambda: len(stack.up_servers()) == REPLICAS - 1, timeout=3)
-    docker("start", victim)
+    stack.docker("start", victim)
     starting, detected = into_rotation([victim], REPLICAS)
     print(
         f"detection: killed replica out of rotation in {gone:.2f}s; restarted one served after "
@@ -174,9 +169,9 @@ def test_replica_loss_under_mixed_load_loses_nothing(placement_url, admin_header
         for writer in writers:
             writer.start()
         time.sleep(5)
-        docker("kill", replicas[0])
+        stack.docker("kill", replicas[0])
         time.sleep(10)
-        docker("start", replicas[0])
+        stack.docker("start", replicas[0])
         for writer in writers:
             writer.join()
     statuses = sum((w.statuses for w in writers), Counter())
@@ -215,16 +210,16 @@ def test_replica_loss_under_mixed_load_loses_nothing(placement_url, admin_header
 def test_database_restart_under_load_recovers_without_replica_restart(
     placement_url, admin_headers, compose_stack, replicas
 ):
-    before = {c: docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas}
+    before = {c: stack.docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas}
     (mariadb,) = compose_stack.container_ids("mariadb")
     # A request during the outage must end within this (the documented bound:
     # pool_timeout 10 s plus a connect attempt), never hang.
     bound = 15
     with Load(placement_url, admin_headers, DB_PATHS, limit_seconds=120, timeout=bound + 5) as load:
         time.sleep(2)
-        docker("stop", mariadb)
+        stack.docker("stop", mariadb)
         time.sleep(3)
-        docker("start", mariadb)
+        stack.docker("start", mariadb)
         healthy_after = wait_until(lambda: stack.container_health(mariadb) == "healthy", timeout=60, step=0.2)
         back = time.monotonic()
         time.sleep(12)
@@ -237,13 +232,13 @@ def test_database_restart_under_load_recovers_without_replica_restart(
     )
     assert late == [], late[:3]
     assert load.slowest < bound
-    assert {c: docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas} == before
+    assert {c: stack.docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas} == before
 
 
 def test_keystone_stopped_gives_503_then_recovers(placement_url, admin_headers, compose_stack):
     fresh_token = stack.keystone_tokens()["PLACEMENT_MEMBER_TOKEN"]  # never validated yet
     (keystone,) = compose_stack.container_ids("keystone")
-    docker("stop", keystone)
+    stack.docker("stop", keystone)
     try:
         started = time.monotonic()
         resp = requests.get(
@@ -252,7 +247,7 @@ def test_keystone_stopped_gives_503_then_recovers(placement_url, admin_headers, 
         answered = time.monotonic() - started
         cached = requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30)
     finally:
-        docker("start", keystone)
+        stack.docker("start", keystone)
     print(
         f"keystone stopped: new token answered {resp.status_code} in {answered:.2f}s; cached token {cached.status_code}"
     )

@@ -3,7 +3,6 @@ loopback ports published, and keystone mode refusing the noauth token."""
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,6 @@ import stack
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ["placement", "keystone", "mariadb", "memcached", "haproxy"]
-
-
-def docker(*args):
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
 def secret_values():
@@ -32,13 +27,15 @@ def secret_values():
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_image_runs_as_a_named_non_root_user(name):
-    user = docker("image", "inspect", "-f", "{{.Config.User}}", stack.image(name)).strip()
+    user = stack.docker("image", "inspect", "-f", "{{.Config.User}}", stack.image(name))
     assert user not in ("", "root", "0", "0:0")
 
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_no_secret_in_image_history_or_config(name):
-    baked = docker("history", "--no-trunc", stack.image(name)) + docker("image", "inspect", stack.image(name))
+    baked = stack.docker("history", "--no-trunc", stack.image(name)) + stack.docker(
+        "image", "inspect", stack.image(name)
+    )
     leaked = [value for value in secret_values() if value in baked]
     assert leaked == []
 
@@ -47,13 +44,13 @@ def test_every_running_process_is_non_root(compose_stack):
     running = [c for c in compose_stack.container_ids() if stack.container_health(c) not in ("exited", "missing")]
     assert len(running) >= 7  # mariadb, memcached, keystone, haproxy, 3 placement
     for container in running:
-        assert docker("exec", container, "id", "-u").strip() != "0", container
+        assert stack.docker("exec", container, "id", "-u") != "0", container
 
 
 def test_only_loopback_ports_are_published(compose_stack):
     published = {}
     for container in compose_stack.container_ids():
-        ports = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", container))
+        ports = json.loads(stack.docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", container))
         for bindings in ports.values():
             for binding in bindings or []:
                 published[binding["HostPort"]] = binding["HostIp"]

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import stack
+
 from . import load
 
 STAMP = ".placedock-bench-stamp"
@@ -97,15 +99,6 @@ def uwsgi_ini(root, port):
     return "\n".join(lines) + "\n"
 
 
-def env_file(path):
-    values = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value
-    return values
-
-
 class RawPlacement:
     """uwsgi on 127.0.0.1:port, started and stopped by us (its own process group)."""
 
@@ -119,7 +112,7 @@ class RawPlacement:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "OS_"))}
         self.env = {
             **base,
-            **env_file(root / "env" / "placement.env"),
+            **stack.env_file("placement.env"),
             "OS_PLACEMENT_DATABASE__CONNECTION": db_url,
             "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}",
             "VIRTUAL_ENV": str(venv),
