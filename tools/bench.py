@@ -334,7 +334,7 @@ def run(args):
         with tempfile.TemporaryDirectory(prefix="placedock-bench-") as workdir:
             if not args.no_build:
                 t0 = time.monotonic()
-                log("building images (docker-compose build, cached layers)")
+                log("building images (docker compose build, cached layers)")
                 stack.build()
                 results["build_seconds"] = time.monotonic() - t0
             if not args.no_raw:

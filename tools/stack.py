@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -73,23 +72,32 @@ def container_health(container):
     return out[1] if out[0] == "running" and len(out) > 1 else out[0]
 
 
+# The oldest Compose v2 the stack is tested with (README, "Compose v2").
+COMPOSE_MINIMUM = (2, 18, 1)
+
+
 def compose_command():
-    """`docker compose` (v2) where it exists, else docker-compose 1.29."""
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    sys.exit("stack: neither `docker compose` nor `docker-compose` is installed")
+    """`docker compose`, once it is known to be Compose v2 >= COMPOSE_MINIMUM."""
+    wanted = ".".join(map(str, COMPOSE_MINIMUM))
+    done = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"stack: `docker compose` (Compose v2, {wanted} or newer) is not installed: see tools/install-compose")
+    version = done.stdout.strip().lstrip("v")
+    parsed = tuple(int(part) for part in version.split("-")[0].split(".")[:3] if part.isdigit())
+    if parsed < COMPOSE_MINIMUM:
+        sys.exit(f"stack: Compose {version} is too old: {wanted} or newer is needed (tools/install-compose)")
+    return ["docker", "compose"]
 
 
 class Stack:
-    """One compose project: the test stack in a given auth mode."""
+    """One compose project: the test stack in a given auth mode, plus any
+    compose files in `extra` (e.g. compose.src.yaml) merged over it."""
 
-    def __init__(self, mode="noauth", project=PROJECT, **env):
+    def __init__(self, mode="noauth", project=PROJECT, extra=(), **env):
         self.mode = mode
         self.project = project
         self.base = compose_command()
-        for name in MODES[mode]:
+        for name in (*MODES[mode], *extra):
             self.base += ["-f", str(ROOT / name)]
         self.base += ["-p", project]
         self.env = {**os.environ, **ports(), **env}
@@ -123,7 +131,9 @@ class Stack:
         self.compose("build", "-q")
 
     def up(self, replicas, build=True):
-        self.compose("up", "-d", *(["--build"] if build else []), "--scale", f"placement={replicas}")
+        """Up, and back once every service is healthy (one-shots: exited 0)."""
+        build_flag = ["--build"] if build else []
+        self.compose("up", "-d", "--wait", "--wait-timeout", "180", *build_flag, "--scale", f"placement={replicas}")
 
     def down(self):
         self.compose("down", "-v", "--remove-orphans", check=False)

@@ -49,7 +49,7 @@ print(json.dumps(out))
 
 
 class BenchStack:
-    """docker-compose -f compose.yaml -f compose.bench.yaml -p placedock-bench."""
+    """docker compose -f compose.yaml -f compose.bench.yaml -p placedock-bench."""
 
     def __init__(self, root, compose_command):
         self.root = root

@@ -553,7 +553,7 @@ def _start_section(results):
         ("… haproxy showed it UP again", f"{rs['back_up']:.1f}"),
     ]
     if build is not None:
-        rows.insert(0, ("`docker-compose build` (cached layers)", f"{build:.1f}"))
+        rows.insert(0, ("`docker compose build` (cached layers)", f"{build:.1f}"))
     return [
         "## 3. Cold start and restart",
         "",
@@ -615,7 +615,7 @@ def _uwsgi_section(results, d):
         f"A replica started with `UWSGI_PROCESSES={env['asked'][0]} UWSGI_THREADS={env['asked'][1]}` in its "
         f"environment ran {env['seen'][0]} worker(s) of {env['seen'][1]} thread(s): {verdict}.",
         "",
-        "Each variant runs as a one-off replica container (`docker-compose run`, so not in haproxy's DNS) "
+        "Each variant runs as a one-off replica container (`docker compose run`, so not in haproxy's DNS) "
         "started as `uwsgi --ini /etc/placement/uwsgi.ini --processes P --threads T` and driven directly by "
         "the same mixes; the default row is the **direct** run of section 2. Memory is after the mixes.",
         "",
