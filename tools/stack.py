@@ -143,6 +143,15 @@ class Stack:
         self.compose("logs", "--no-color", "--tail=200", check=False)
 
 
+def wait_until(condition, timeout, step=0.05):
+    """Seconds until condition() held; an AssertionError after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"not within {timeout}s"
+        time.sleep(step)
+    return time.monotonic() - started
+
+
 def haproxy_servers():
     """{server name: status} of the placement backend, from haproxy's CSV stats."""
     with urllib.request.urlopen(stats_url() + "/stats;csv", timeout=5) as resp:
