@@ -1,6 +1,8 @@
 #!/bin/sh
 # Check the settings, optionally migrate the database, then exec the command
-# (uwsgi by default) so that it is PID 1 and receives SIGTERM.
+# (uwsgi by default) so that it is PID 1 and receives SIGTERM. With
+# PLACEMENT_SRC, the placement tree there is run instead of the installed
+# release, and reloaded when it changes (reloader.py).
 set -eu
 
 die() {
@@ -22,6 +24,14 @@ if [ "${1:-}" = uwsgi ]; then
     esac
 fi
 
+if [ -n "${PLACEMENT_SRC:-}" ]; then
+    [ -r "$PLACEMENT_SRC/placement/__init__.py" ] ||
+        die "PLACEMENT_SRC=$PLACEMENT_SRC has no placement/__init__.py readable by uid $(id -u): it must name a placement checkout that this user can read"
+    # Ahead of the venv's site-packages: the tree's placement package wins,
+    # every dependency stays the image's pinned one.
+    export PYTHONPATH="$PLACEMENT_SRC${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
 case "${DB_SYNC:=False}" in
     True | False) ;;
     *) die "DB_SYNC=$DB_SYNC is not valid: use True or False" ;;
@@ -39,4 +49,7 @@ if [ "$DB_SYNC" = True ]; then
     placement-manage db sync
 fi
 
+if [ "${1:-}" = uwsgi ] && [ -n "${PLACEMENT_SRC:-}" ]; then
+    exec python3 /usr/local/lib/placedock/reloader.py "$@"
+fi
 exec "$@"

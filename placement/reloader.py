@@ -1,0 +1,252 @@
+"""Serve a placement tree under development, reloading it when its code
+changes, one replica at a time.
+
+    python3 reloader.py uwsgi --ini /etc/placement/uwsgi.ini
+
+The entrypoint runs this instead of uwsgi when PLACEMENT_SRC names a
+placement tree (compose.src.yaml mounts one in every replica). It:
+
+* holds the listening socket (:8778) and hands it to each uwsgi it starts,
+  the way systemd socket activation does (LISTEN_FDS), so the socket
+  outlives any one uwsgi: no connection is refused or reset by a reload;
+* looks at PLACEMENT_SRC/placement/**/*.py (tests aside) every POLL seconds;
+* on a change, takes the rolling-reload lock (a file in a volume that every
+  replica mounts), starts a second uwsgi on the same socket, waits for it to
+  report READY=1 (sd_notify: the app is loaded and the workers are up), then
+  stops the old uwsgi gracefully (its requests in flight finish) and lets
+  the lock go. Replicas therefore reload one after another, and each keeps
+  serving while it does;
+* when the tree does not load (the new uwsgi exits: need-app), stops the
+  old uwsgi as well and closes the socket: this replica turns unhealthy,
+  haproxy serves from the others, and they stay on the code they run,
+  because this replica keeps the lock until a later change loads.
+
+A uwsgi that fails for any other reason (bad settings, no database) ends
+this process with uwsgi's exit status, as a replica without a tree would.
+"""
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PORT = 8778  # placement/uwsgi.ini: http-socket = :8778
+LOCK = Path("/var/lib/placement/reload/lock")
+POLL = 0.25  # seconds between looks at the tree
+READY_TIMEOUT = 120  # a uwsgi that neither starts nor fails in this long is stopped
+FAILED_APP = 22  # uwsgi's exit status when need-app finds no app (UWSGI_FAILED_APP_CODE)
+# uwsgi takes fd 3 as its socket when LISTEN_PID names it (systemd's
+# protocol); the shell makes fd 3 a copy of ours and execs uwsgi in place.
+LAUNCH = 'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@" 3<&"$0"'
+
+
+def log(message):
+    print(f"placedock: {message}", file=sys.stderr, flush=True)
+
+
+def snapshot(tree):
+    """{path: (mtime, size)} of the tree's placement/**/*.py, tests left out."""
+    files = {}
+    for root, dirs, names in os.walk(tree / "placement"):
+        dirs[:] = [d for d in dirs if d not in ("tests", "__pycache__") and not d.startswith(".")]
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except OSError:  # removed while we looked
+                    continue
+                files[path] = (st.st_mtime_ns, st.st_size)
+    return files
+
+
+def changed(old, new, tree):
+    paths = sorted(p for p in old.keys() | new.keys() if old.get(p) != new.get(p))
+    names = [os.path.relpath(p, tree) for p in paths[:3]]
+    return ", ".join(names) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+class Uwsgi:
+    """One uwsgi on the shared socket, and its readiness channel."""
+
+    def __init__(self, command, listener, workdir):
+        self.notify_path = os.path.join(workdir, f"notify-{time.monotonic_ns()}")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        env = {**os.environ, "NOTIFY_SOCKET": self.notify_path, "UWSGI_PROTOCOL": "http"}
+        fd = listener.fileno()
+        self.process = subprocess.Popen(["sh", "-c", LAUNCH, str(fd), *command], env=env, pass_fds=(fd,))
+
+    def wait_ready(self, stopping):
+        """True once uwsgi says READY=1; False if it exits (or hangs) first."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        self.notify.settimeout(0.1)
+        while time.monotonic() < deadline and not stopping():
+            try:
+                if b"READY=1" in self.notify.recv(4096):
+                    return True
+            except TimeoutError:
+                pass
+            if self.process.poll() is not None:
+                return False
+        self.stop()
+        return False
+
+    def stop(self):
+        """Graceful: uwsgi finishes the requests in flight (uwsgi.ini)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.close()
+
+    def close(self):
+        if self.notify.fileno() != -1:
+            self.notify.close()
+            os.unlink(self.notify_path)
+
+
+class Reloader:
+    def __init__(self, tree, command):
+        self.tree = tree
+        self.command = command
+        self.workdir = tempfile.mkdtemp(prefix="placedock-reload-")
+        self.listener = None
+        self.current = None  # the Uwsgi serving now
+        self.retiring = []  # old ones finishing their requests
+        self.lock = None  # open file while this replica holds the reload lock
+        self.loaded = {}  # the snapshot the current uwsgi loaded
+        self.stop_signal = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.on_signal)
+
+    def on_signal(self, signum, _frame):
+        self.stop_signal = signum
+
+    def stopping(self):
+        return self.stop_signal is not None
+
+    def listen(self):
+        if self.listener is None:
+            self.listener = socket.create_server(("0.0.0.0", PORT), backlog=128)  # noqa: S104 - served via haproxy
+
+    def take_lock(self):
+        """Wait for the rolling-reload lock; False if asked to stop meanwhile."""
+        if self.lock is not None:
+            return True
+        lock = open(LOCK)  # the image makes it; held across calls: closing it lets the lock go
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.lock = lock
+                return True
+            except BlockingIOError:
+                if self.stopping():
+                    lock.close()
+                    return False
+                time.sleep(0.05)
+
+    def release_lock(self):
+        if self.lock is not None:
+            self.lock.close()  # closing the file releases the flock
+            self.lock = None
+
+    def start(self, files):
+        """Start uwsgi on `files`; once it is ready, retire the old one.
+        Returns uwsgi's exit status if it failed, else None."""
+        self.listen()
+        new = Uwsgi(self.command, self.listener, self.workdir)
+        ready = new.wait_ready(self.stopping)
+        new.close()
+        if ready:
+            if self.current is not None:
+                self.current.stop()
+                self.retiring.append(self.current)
+            self.current = new
+            self.loaded = files
+            return None
+        status = new.process.wait()
+        if self.current is not None:
+            self.current.stop()
+            self.retiring.append(self.current)
+            self.current = None
+        self.listener.close()  # refused at once: haproxy and the healthcheck see it down
+        self.listener = None
+        self.loaded = files
+        return status
+
+    def reap(self):
+        self.retiring = [u for u in self.retiring if u.process.poll() is None]
+
+    def shutdown(self):
+        for uwsgi in [self.current, *self.retiring]:
+            if uwsgi is not None:
+                uwsgi.stop()
+        status = 0
+        if self.current is not None:
+            status = self.current.process.wait()
+        for uwsgi in self.retiring:
+            uwsgi.process.wait()
+        return status
+
+    def run(self):
+        """Serve until SIGTERM; the exit status is uwsgi's."""
+        log(f"PLACEMENT_SRC={self.tree}: serving this tree; a change to placement/**/*.py reloads it")
+        try:
+            status = self.start(snapshot(self.tree))
+            if status == FAILED_APP:
+                log("the tree does not load (see above): this replica is out of rotation until the next change")
+                status = None
+            if status is None:
+                status = self.watch()
+        finally:
+            self.release_lock()
+            stopped = self.shutdown()
+        return stopped if status is None else status
+
+    def watch(self):
+        while not self.stopping():
+            time.sleep(POLL)
+            self.reap()
+            if self.current is not None and self.current.process.poll() is not None:
+                log(f"uwsgi exited with status {self.current.process.returncode}")
+                return self.current.process.returncode
+            files = snapshot(self.tree)
+            if files == self.loaded:
+                continue
+            time.sleep(0.1)  # let an editor finish writing
+            if snapshot(self.tree) != files:
+                continue
+            what = changed(self.loaded, files, self.tree)
+            asked = time.monotonic()
+            if not self.take_lock():
+                break
+            got = time.monotonic()
+            status = self.start(snapshot(self.tree))  # with whatever changed while we waited
+            done = time.monotonic()
+            if status is None:
+                self.release_lock()
+                log(f"{what} changed: reloaded in {done - got:.2f}s, after {got - asked:.2f}s in line")
+            elif status == FAILED_APP:
+                log(
+                    f"{what} changed: the tree does not load (see above): this replica is out of rotation, and "
+                    "the other replicas keep their code until a change here loads"
+                )
+            elif not self.stopping():
+                log(f"uwsgi exited with status {status}")
+                return status
+        return None
+
+
+def main():
+    tree = Path(os.environ["PLACEMENT_SRC"])
+    if len(sys.argv) < 2:
+        sys.exit("usage: reloader.py COMMAND...")
+    sys.exit(Reloader(tree, sys.argv[1:]).run())
+
+
+if __name__ == "__main__":
+    main()
