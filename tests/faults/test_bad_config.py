@@ -96,6 +96,10 @@ CASES = {
         {k: v for k, v in KEYSTONE.items() if k != "OS_KEYSTONE_AUTHTOKEN__AUTH_URL"},
         "OS_KEYSTONE_AUTHTOKEN__AUTH_URL is not set",
     ),
+    "PLACEMENT_SRC without a placement tree": (
+        {**NOAUTH, "PLACEMENT_SRC": "/var/lib/placement"},
+        "PLACEMENT_SRC=/var/lib/placement has no placement/__init__.py readable by uid 42482",
+    ),
     "unreachable memcached": (
         {**KEYSTONE, "DB_WAIT_TIMEOUT": "5", "OS_KEYSTONE_AUTHTOKEN__MEMCACHED_SERVERS": "no-such-memcached:11211"},
         "OS_KEYSTONE_AUTHTOKEN__MEMCACHED_SERVERS: no memcached at no-such-memcached:11211 after 5s",
