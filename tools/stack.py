@@ -15,6 +15,7 @@ Tests import this module for the same project settings (see tests/conftest.py).
 
 import argparse
 import csv
+import functools
 import io
 import os
 import signal
@@ -76,6 +77,7 @@ def container_health(container):
 COMPOSE_MINIMUM = (2, 18, 1)
 
 
+@functools.cache
 def compose_command():
     """`docker compose`, once it is known to be Compose v2 >= COMPOSE_MINIMUM."""
     wanted = ".".join(map(str, COMPOSE_MINIMUM))
@@ -96,7 +98,7 @@ class Stack:
     def __init__(self, mode="noauth", project=PROJECT, extra=(), **env):
         self.mode = mode
         self.project = project
-        self.base = compose_command()
+        self.base = [*compose_command()]
         for name in (*MODES[mode], *extra):
             self.base += ["-f", str(ROOT / name)]
         self.base += ["-p", project]
