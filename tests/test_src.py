@@ -26,7 +26,6 @@ PROJECT = "placedock-src"
 RELEASE = "16.0.0"
 REPLICAS = 3
 SERVED_WITHIN = 5.0
-ADMIN = {"x-auth-token": "admin", "openstack-api-version": "placement 1.39"}
 LOAD_PATHS = ("/resource_providers", "/traits?name=startswith:HW_CPU", "/resource_classes")
 ROOT_HANDLER = "placement/handlers/root.py"
 
@@ -99,11 +98,13 @@ def replica_health(project):
     return sorted(stack.container_health(c) for c in project.container_ids("placement"))
 
 
-def test_an_edit_is_served_by_every_replica_within_5s_with_no_failed_request(src_stack, tree, placement_url):
+def test_an_edit_is_served_by_every_replica_within_5s_with_no_failed_request(
+    src_stack, tree, placement_url, admin_headers
+):
     servers = set(stack.up_servers())
     assert len(servers) == REPLICAS
     token = uuid.uuid4().hex[:12]
-    with Load(placement_url, ADMIN, LOAD_PATHS) as load:
+    with Load(placement_url, admin_headers, LOAD_PATHS) as load:
         time.sleep(0.5)
         mark_root_document(tree / ROOT_HANDLER, token)
         first, sent, failures = poll_front_door(
@@ -135,11 +136,13 @@ def reload_intervals(project):
     return intervals
 
 
-def test_a_tree_that_does_not_import_takes_one_replica_out_and_the_others_serve(src_stack, tree, placement_url):
+def test_a_tree_that_does_not_import_takes_one_replica_out_and_the_others_serve(
+    src_stack, tree, placement_url, admin_headers
+):
     handler = tree / ROOT_HANDLER
     good = handler.read_text()
     token = re.search(r"'placedock_edit': '(\w+)'", good)
-    with Load(placement_url, ADMIN, ("/", *LOAD_PATHS)) as load:
+    with Load(placement_url, admin_headers, ("/", *LOAD_PATHS)) as load:
         handler.write_text(good + "\n\ndef broken(:\n    pass\n")
         try:
             out = wait_until(lambda: "unhealthy" in replica_health(src_stack), timeout=30, step=0.2)
