@@ -1,7 +1,6 @@
 """The stack itself: haproxy spreads requests over every replica, all replicas
 share one database, and scaling needs no haproxy restart and fails no request."""
 
-import re
 import time
 from collections import Counter
 
@@ -78,7 +77,7 @@ def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
 
 
 def test_without_placement_src_every_replica_runs_the_pinned_release(compose_stack):
-    pinned = re.search(r"^openstack-placement==(\S+)$", (stack.ROOT / "placement/requirements.txt").read_text(), re.M)
+    release = stack.placement_release()
     for container in compose_stack.container_ids("placement"):
         # What the server process (PID 1) was started with: no tree, no path ahead of the venv.
         environ = stack.docker("exec", container, "cat", "/proc/1/environ").split("\0")
@@ -88,4 +87,6 @@ def test_without_placement_src_every_replica_runs_the_pinned_release(compose_sta
             "exec", container, "python3", "-c",
             "import importlib.metadata as md, placement; print(placement.__file__, md.version('openstack-placement'))",
         )  # fmt: skip
-        assert where == f"/opt/venv/lib/python3.11/site-packages/placement/__init__.py {pinned.group(1)}"
+        assert where == f"/opt/venv/lib/python3.11/site-packages/placement/__init__.py {release}"
+        image = stack.docker("inspect", "-f", "{{.Config.Image}}", container)
+        assert image == stack.image("placement", release)

@@ -18,6 +18,7 @@ import csv
 import functools
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,14 +52,37 @@ def keystone_url():
     return f"http://127.0.0.1:{ports()['KEYSTONE_PORT']}/v3"
 
 
-def image(name):
-    """The tag compose gives our image NAME (placement, mariadb, ...)."""
-    return f"{os.environ.get('PLACEDOCK_IMAGE_PREFIX', 'placedock')}/{name}:{os.environ.get('PLACEDOCK_TAG', 'dev')}"
+def default_release():
+    """The openstack-placement release the image builds unless PLACEMENT_VERSION
+    names another: the default of its Dockerfile's build argument."""
+    dockerfile = (ROOT / "placement" / "Dockerfile").read_text()
+    return re.search(r"^ARG PLACEMENT_VERSION=(\S+)$", dockerfile, re.M).group(1)
+
+
+def placement_release():
+    return os.environ.get("PLACEMENT_VERSION") or default_release()
+
+
+def image(name, release=None):
+    """The tag compose gives our image NAME (placement, mariadb, ...). The
+    placement image is tagged with its release instead of PLACEDOCK_TAG."""
+    prefix = os.environ.get("PLACEDOCK_IMAGE_PREFIX", "placedock")
+    if name == "placement":
+        return f"{prefix}/placement:{release or placement_release()}"
+    return f"{prefix}/{name}:{os.environ.get('PLACEDOCK_TAG', 'dev')}"
 
 
 def docker(*args):
     """Run a docker command; its output, stripped."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def container_name(container):
+    return docker("inspect", "-f", "{{.Name}}", container).lstrip("/")
+
+
+def container_ip(container):
+    return docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container)
 
 
 def container_health(container):
@@ -122,6 +146,17 @@ class Stack:
         ).stdout
         return out.split()
 
+    def haproxy_api(self, command):
+        """One command to haproxy's runtime API (its admin socket); the answer."""
+        (proxy,) = self.container_ids("haproxy")
+        return subprocess.run(
+            ["docker", "exec", "-i", proxy, "socat", "stdio", "/tmp/haproxy.sock"],  # noqa: S108 - in the container
+            input=command + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
     def logs(self, *services):
         return self.compose("logs", "--no-color", *services, capture=True).stdout
 
@@ -154,15 +189,20 @@ def wait_until(condition, timeout, step=0.05):
     return time.monotonic() - started
 
 
-def haproxy_servers():
-    """{server name: status} of the placement backend, from haproxy's CSV stats."""
+def haproxy_stats():
+    """The placement backend's rows of haproxy's CSV stats, one dict per server."""
     with urllib.request.urlopen(stats_url() + "/stats;csv", timeout=5) as resp:
         text = resp.read().decode().lstrip("# ")
-    return {
-        row["svname"]: row["status"]
+    return [
+        row
         for row in csv.DictReader(io.StringIO(text))
         if row["pxname"] == "placement" and row["svname"] not in ("FRONTEND", "BACKEND")
-    }
+    ]
+
+
+def haproxy_servers():
+    """{server name: status} of the placement backend."""
+    return {row["svname"]: row["status"] for row in haproxy_stats()}
 
 
 def up_servers():

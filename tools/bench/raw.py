@@ -1,8 +1,9 @@
 """The reference: upstream placement under uwsgi on the host, no container, no haproxy.
 
-Same packages (a venv made with `pip install -c constraints.txt -r
-placement/requirements.txt`, cached between runs and remade when either file
-or the interpreter changes), same uwsgi.ini except that it listens on a
+Same packages (a venv made the way the image's build stage makes it: uWSGI and
+PyMySQL with constraints.txt, then placement/release.py installs the release
+with its pins from placement/releases/; cached between runs and remade when
+one of those files or the interpreter changes), same uwsgi.ini except that it listens on a
 loopback port and loads upstream's WSGI module directly, same placement settings from env/placement.env, same mariadb
 (published on the host's loopback by compose.bench.yaml) with a database of
 its own.
@@ -35,7 +36,8 @@ def default_python():
 
 def _fingerprint(root, python):
     digest = hashlib.sha256()
-    for name in ("constraints.txt", "placement/requirements.txt"):
+    release = stack.placement_release()
+    for name in ("constraints.txt", "placement/release.py", f"placement/releases/{release}.txt"):
         digest.update((root / name).read_bytes())
     version = subprocess.run([python, "--version"], check=True, capture_output=True, text=True).stdout
     digest.update(f"{python} {version} {PIP_FLAGS}".encode())
@@ -50,19 +52,15 @@ def ensure_venv(root, venv, python, log_path):
         return True
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    command = [
-        str(venv / "bin" / "pip"),
-        "install",
-        *PIP_FLAGS,
-        "-c",
-        str(root / "constraints.txt"),
-        "-r",
-        str(root / "placement" / "requirements.txt"),
-    ]
+    pip = str(venv / "bin" / "pip")
+    serving = [pip, "install", *PIP_FLAGS, "-c", str(root / "constraints.txt"), "uWSGI", "PyMySQL"]
+    release = [python, str(root / "placement" / "release.py"), "install", stack.placement_release(), str(venv)]
+    env = {**os.environ, "PLACEDOCK_RELEASES": str(root / "placement" / "releases"), "PIP_NO_CACHE_DIR": "1"}
     with open(log_path, "w") as log:
-        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=1800).returncode
-    if status:
-        raise RuntimeError(f"pip install into {venv} failed (exit {status}); see {log_path}")
+        for command in (serving, release):
+            status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=1800).returncode
+            if status:
+                raise RuntimeError(f"{' '.join(command[:3])} into {venv} failed (exit {status}); see {log_path}")
     stamp.write_text(wanted)
     return False
 
