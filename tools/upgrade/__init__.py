@@ -1,0 +1,1 @@
+"""The rolling-upgrade rehearsal (tools/upgrade.py): data set, traffic, orchestration."""
