@@ -61,6 +61,19 @@ def test_differences_names_what_changed():
     assert dataset.differences(before, before) == ([], 0)
 
 
+@pytest.mark.parametrize(
+    "old, new, says",
+    [
+        ("15.0.0", "16.0.0", "2026.1 -> 2026.2, adjacent series: supported"),
+        ("13.0.1", "15.0.0", "2025.1 -> 2026.1, SLURP to SLURP (skip-level): supported"),
+        ("14.0.0", "16.0.0", "2025.2 -> 2026.2, skipping a series, not SLURP to SLURP: not supported upstream"),
+        ("16.0.0", "16.0.1", "2026.2 -> 2026.2, a point release: supported"),
+    ],
+)
+def test_the_report_says_whether_upstream_supports_the_path(old, new, says):
+    assert rehearsal.upgrade_path(old, new) == says
+
+
 def test_rolling_upgrade_from_the_previous_release_under_load_loses_nothing():
     started = time.monotonic()
     report = rehearsal.rehearse(PREVIOUS, stack.default_release(), replicas=3, nodes=6)

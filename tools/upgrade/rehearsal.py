@@ -27,6 +27,27 @@ READERS = 2
 WRITERS = 1
 
 
+def series(release):
+    """The OpenStack series of a placement release: one major version per
+    series since 1.0.0 (Stein); 13.0.0 is 2025.1, 14.0.0 2025.2."""
+    major = int(release.split(".")[0])
+    return f"{2019 + (major - 1) // 2}.{1 if major % 2 else 2}"
+
+
+def upgrade_path(old, new):
+    """Whether upstream supports going from old to new in one step: adjacent
+    series, or SLURP to SLURP (every .1 series since 2023.1 is a SLURP)."""
+    steps = int(new.split(".")[0]) - int(old.split(".")[0])
+    path = f"{series(old)} -> {series(new)}"
+    if steps == 0:
+        return f"{path}, a point release: supported"
+    if steps == 1:
+        return f"{path}, adjacent series: supported"
+    if steps == 2 and series(old).endswith(".1") and series(old) >= "2023.1":
+        return f"{path}, SLURP to SLURP (skip-level): supported"
+    return f"{path}, skipping a series, not SLURP to SLURP: not supported upstream"
+
+
 class RehearsalError(RuntimeError):
     """A step did not happen (as opposed to a check that failed afterwards)."""
 
@@ -55,6 +76,7 @@ class Report:
         lines = [
             f"placedock upgrade rehearsal: openstack-placement {self.old} -> {self.new}, "
             f"{self.replicas} replicas behind haproxy, {self.size}",
+            f"upgrade path: {upgrade_path(self.old, self.new)}",
             "",
             f"  {'phase':<28}{'seconds':>8}",
         ]
