@@ -180,11 +180,12 @@ class Stack:
         self.compose("logs", "--no-color", "--tail=200", check=False)
 
 
-def wait_until(condition, timeout, step=0.05):
-    """Seconds until condition() held; an AssertionError after `timeout`."""
+def wait_until(condition, timeout, step=0.05, what="the condition"):
+    """Seconds until condition() held; a TimeoutError naming `what` after `timeout`."""
     started = time.monotonic()
     while not condition():
-        assert time.monotonic() - started < timeout, f"not within {timeout}s"
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not within {timeout}s")
         time.sleep(step)
     return time.monotonic() - started
 

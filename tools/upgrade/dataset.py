@@ -19,18 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+# The perfload shape's fixed aggregates and traits (placeload 0.4.0's, as the benchmark uses).
+from bench.load import AGGREGATES, TRAITS
+
 # The newest microversion the data set needs (consumer types); both releases
 # of a rehearsal must serve it.
 MICROVERSION = "1.38"
 HEADERS = {"x-auth-token": "admin", "openstack-api-version": f"placement {MICROVERSION}", "accept": "application/json"}
 TIMEOUT = 30
-# placeload 0.4.0's (the gate perfload job's) fixed aggregates and traits.
-AGGREGATES = [
-    "14a5c8a3-5a99-4e8f-88be-00d85fcb1c17",
-    "66d98e7c-3c25-485d-a0dc-1cea651884de",
-    "a59dbb28-fd98-4c6e-9ec5-ae5f3d04b0aa",
-]
-TRAITS = ["HW_CPU_X86_AVX2", "HW_CPU_X86_SSE2", "STORAGE_DISK_SSD"]
 CUSTOM_CLASS = "CUSTOM_PLACEDOCK_ACCEL"
 CUSTOM_TRAIT = "CUSTOM_PLACEDOCK_PHYSNET0"
 PROJECT = "6f7b1c2e-0d64-4b53-9d43-2d8f2b1e7a10"
@@ -93,6 +89,17 @@ class Client:
         return resp.json() if resp.content else None
 
 
+def new_consumer(allocations):
+    """The body of PUT /allocations/{consumer} for a consumer that does not exist yet."""
+    return {
+        "allocations": allocations,
+        "project_id": PROJECT,
+        "user_id": USER,
+        "consumer_generation": None,
+        "consumer_type": "INSTANCE",
+    }
+
+
 def create_provider(client, name, parent=None):
     uu = str(uuid.uuid4())
     body = {"uuid": uu, "name": name, **({"parent_provider_uuid": parent} if parent else {})}
@@ -129,14 +136,7 @@ def _load_node(client, index):
             numa[cell]: {"resources": {"VCPU": 2, "MEMORY_MB": 2048}},
             pf: {"resources": {"SRIOV_NET_VF": 1, **({CUSTOM_CLASS: 1} if cell == 0 else {})}},
         }
-        body = {
-            "allocations": allocations,
-            "project_id": PROJECT,
-            "user_id": USER,
-            "consumer_generation": None,
-            "consumer_type": "INSTANCE",
-        }
-        client.call("PUT", f"/allocations/{consumer}", body, expect=(204,))
+        client.call("PUT", f"/allocations/{consumer}", new_consumer(allocations), expect=(204,))
         consumers.append(consumer)
     return [root, *numa, pf], consumers
 

@@ -148,14 +148,6 @@ class Rehearsal:
                 rows[fields[3]] = fields[4]
         return rows
 
-    def wait(self, condition, timeout, what):
-        started = time.monotonic()
-        while not condition():
-            if time.monotonic() - started > timeout:
-                raise RehearsalError(f"{what}: not within {timeout}s")
-            time.sleep(0.1)
-        return time.monotonic() - started
-
     def sessions(self, slot):
         return next(int(row["scur"] or 0) for row in stack.haproxy_stats() if row["svname"] == slot)
 
@@ -166,7 +158,7 @@ class Rehearsal:
         if slot is None:
             raise RehearsalError(f"haproxy has no server at {address} ({container})")
         self.old_stack.haproxy_api(f"set server placement/{slot} state drain")
-        drained = self.wait(lambda: self.sessions(slot) == 0, 30, f"{slot} ({container}) drained")
+        drained = stack.wait_until(lambda: self.sessions(slot) == 0, 30, step=0.1, what=f"{slot} ({container}) drained")
         # Out of rotation for good before it stops: no health check flaps it back.
         self.old_stack.haproxy_api(f"set server placement/{slot} state maint")
         started = time.monotonic()
@@ -175,7 +167,7 @@ class Rehearsal:
         stack.docker("rm", container)
         # The slot frees its address once Docker's DNS drops the name; then it
         # may take the next replica.
-        self.wait(lambda: self.addresses()[slot] != address, 15, f"{slot} released {address}")
+        stack.wait_until(lambda: self.addresses()[slot] != address, 15, step=0.1, what=f"{slot} released {address}")
         self.old_stack.haproxy_api(f"set server placement/{slot} state ready")
         before = set(self.new_stack.container_ids("placement"))
         started = time.monotonic()
@@ -184,14 +176,19 @@ class Rehearsal:
         fresh_address = stack.container_ip(fresh)
         # haproxy takes a new address as UP before checking it: first the
         # replica's own health check, then a passed haproxy check on its slot.
-        self.wait(lambda: stack.container_health(fresh) == "healthy", 120, f"the {self.report.new} replica healthy")
+        stack.wait_until(
+            lambda: stack.container_health(fresh) == "healthy",
+            120,
+            step=0.1,
+            what=f"the {self.report.new} replica healthy",
+        )
 
         def serving():
             slots = [slot for slot, addr in self.addresses().items() if addr == fresh_address]
             rows = {row["svname"]: row for row in stack.haproxy_stats()}
             return any(rows[s]["status"] == "UP" and rows[s]["check_status"] == "L7OK" for s in slots)
 
-        self.wait(serving, 30, f"the {self.report.new} replica at {fresh_address} UP in haproxy")
+        stack.wait_until(serving, 30, step=0.1, what=f"the {self.report.new} replica at {fresh_address} UP in haproxy")
         up = time.monotonic() - started
         return f"drained in {drained:.1f} s, stopped in {stopped:.1f} s, {self.report.new} UP {up:.1f} s after start"
 

@@ -128,14 +128,7 @@ class Writer(_Worker):
     def _allocate(self):
         consumer = str(uuid.uuid4())
         allocations = {self.root: {"resources": {"VCPU": self.rng.randint(1, 4)}}}
-        body = {
-            "allocations": allocations,
-            "project_id": dataset.PROJECT,
-            "user_id": dataset.USER,
-            "consumer_generation": None,
-            "consumer_type": "INSTANCE",
-        }
-        status, _ = self.request("PUT", f"/allocations/{consumer}", body)
+        status, _ = self.request("PUT", f"/allocations/{consumer}", dataset.new_consumer(allocations))
         if status == 204:
             self.consumers[consumer] = allocations
             self.live.append(consumer)
