@@ -121,11 +121,15 @@ class Rehearsal:
         stack.wait_for_up(self.report.replicas)
         return f"version document max {self.max_version()}"
 
-    def manage(self, stack_, *command):
-        """A placement command in a one-shot container of that stack's release."""
-        done = stack_.compose(
+    def one_shot(self, stack_, *command):
+        """A placement command in a one-shot container of that stack's release; the finished process."""
+        return stack_.compose(
             "run", "--rm", "--no-deps", "placement-db-sync", *command, check=False, capture=True, timeout=300
         )
+
+    def manage(self, stack_, *command):
+        """Like one_shot, for a step that must succeed: its output."""
+        done = self.one_shot(stack_, *command)
         if done.returncode != 0:
             raise RehearsalError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
         return done.stdout.strip()
@@ -274,18 +278,15 @@ class Rehearsal:
             f" usages) and {len(data['consumers'])} consumers; {count} differences {diffs or ''}".rstrip(),
         )
 
-        uneven = self.uneven_usages(client)
-        total = len(client.call("GET", "/resource_providers")["resource_providers"])
+        every_provider = client.call("GET", "/resource_providers")["resource_providers"]
+        uneven = self.uneven_usages(client, every_provider)
         report.check(
             "usages = sum of allocations, every provider",
             not uneven,
-            f"{total} providers; uneven: {uneven[:3] or 'none'}",
+            f"{len(every_provider)} providers; uneven: {uneven[:3] or 'none'}",
         )
 
-        done = self.new_stack.compose(
-            "run", "--rm", "--no-deps", "placement-db-sync", "placement-status", "upgrade", "check",
-            check=False, capture=True,
-        )  # fmt: skip
+        done = self.one_shot(self.new_stack, "placement-status", "upgrade", "check")
         results = [line.strip("| ").strip() for line in done.stdout.splitlines() if "Result:" in line]
         report.check(
             "placement-status upgrade check",
@@ -316,9 +317,9 @@ class Rehearsal:
             f"fewest UP in haproxy: {monitor.fewest} ({monitor.samples} samples, every 0.2 s)",
         )
 
-    def uneven_usages(self, client):
+    def uneven_usages(self, client, providers):
         uneven = []
-        for rp in client.call("GET", "/resource_providers")["resource_providers"]:
+        for rp in providers:
             uu = rp["uuid"]
             usages = {rc: n for rc, n in client.call("GET", f"/resource_providers/{uu}/usages")["usages"].items() if n}
             summed = collections.Counter()
