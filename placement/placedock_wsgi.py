@@ -47,9 +47,11 @@ if standby is not None:
     os.close(int(standby))
 
 try:
+    import outage
     import preflight
 
     preflight.main()
+    outage.install()
 
     from placement.wsgi.api import application  # noqa: F401 - after the checks, on purpose
 except Exception as exc:

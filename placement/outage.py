@@ -1,0 +1,102 @@
+"""While the database cannot be reached, placement answers 503, not 500.
+
+Placement turns every exception it did not expect into a 500
+(placement.fault_wrap). A database that is down, restarting or failing over
+is not a bug in placement, and the request is worth trying again: clients get
+503 Service Unavailable with Retry-After, in placement's JSON error format,
+and one log line instead of a traceback. Every other exception still reaches
+placement's own handler. The pool reconnects by itself once the database is
+back: nothing needs restarting.
+
+A read that lost its connection is tried once more, on a new one, before it
+gets the 503: when the Galera front door moves the connections to another node
+(haproxy/galera.cfg closes the old node's sessions), the query in flight on a
+closed one then succeeds on the next node instead of failing. A write is never
+tried twice: its commit may have happened, so the client is told to retry.
+
+install() must run before placement builds its application (placedock_wsgi.py).
+"""
+
+import json
+import logging
+import time
+
+from oslo_db import exception as db_exc
+from sqlalchemy import exc as sa_exc
+
+from placement import fault_wrap, util
+
+LOG = logging.getLogger("placedock.outage")
+
+# Seconds a client should wait: about what the Galera front door needs to
+# move to the next node (haproxy/galera.cfg).
+RETRY_AFTER = 2
+# MariaDB errors that oslo.db does not call a lost connection: the server is
+# shutting down. (A Galera node not ready for clients, 1047, is one.)
+UNAVAILABLE_CODES = {1053}
+# Reads that may be tried again; and the pause before that one more try.
+IDEMPOTENT = {"GET", "HEAD"}
+RETRY_PAUSE = 0.25
+
+
+def database_unavailable(exc):
+    """Whether exc means "no database now" rather than a bug or a bad request."""
+    # A connection that failed or was lost; no pooled connection free in time.
+    if isinstance(exc, (db_exc.DBConnectionError, sa_exc.TimeoutError)):
+        return True
+    inner = getattr(exc, "inner_exception", exc)  # oslo.db's DBError wraps SQLAlchemy's
+    driver = getattr(inner, "orig", None)  # which wraps the driver's (PyMySQL)
+    code = driver.args[0] if driver is not None and driver.args else None
+    return code in UNAVAILABLE_CODES
+
+
+class DatabaseOutage:
+    """WSGI middleware: database_unavailable() exceptions become a 503."""
+
+    def __init__(self, application):
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        try:
+            return self.application(environ, start_response)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            if environ.get("REQUEST_METHOD") in IDEMPOTENT:
+                # Placement answers only once a handler has finished, so nothing
+                # has been sent yet and a GET has no body to read again.
+                LOG.info("database connection lost (%s): trying %s once more", type(exc).__name__, environ["PATH_INFO"])
+                time.sleep(RETRY_PAUSE)
+                try:
+                    return self.application(environ, start_response)
+                except Exception as again:
+                    if not database_unavailable(again):
+                        raise
+                    exc = again
+            return self.unavailable(exc, environ, start_response)
+
+    @staticmethod
+    def unavailable(exc, environ, start_response):
+        LOG.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:300])
+        status = "503 Service Unavailable"
+        detail = f"The database cannot be reached now ({type(exc).__name__}); try again shortly."
+        body = json.dumps(util.json_error_formatter(detail, status, "Service Unavailable", environ)).encode()
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Retry-After", str(RETRY_AFTER)),
+            ],
+        )
+        return [body]
+
+
+def install():
+    """Put DatabaseOutage inside placement's fault handler, for every app built after."""
+    placement_fault_wrapper = fault_wrap.FaultWrapper
+
+    def fault_wrapper(application):
+        return placement_fault_wrapper(DatabaseOutage(application))
+
+    fault_wrap.FaultWrapper = fault_wrapper
