@@ -2,8 +2,6 @@
 coming back under load, scaling while serving, the database and keystone
 going away. Each test prints the figure it measured."""
 
-import random
-import threading
 import time
 import uuid
 from collections import Counter
@@ -11,7 +9,7 @@ from collections import Counter
 import pytest
 import requests
 import stack
-from load import Load
+from load import Load, Writer, check_books, vcpu_providers
 from stack import wait_until
 
 REPLICAS = 3
@@ -83,79 +81,9 @@ def test_scale_3_to_5_to_2_while_serving_fails_no_request(placement_url, admin_h
     assert load.failures == [], load.failures[:5]
 
 
-class Writer(threading.Thread):
-    """Allocation writes for fresh consumers, then deletes of half of them.
-    Records what the client was told, so the outcome can be checked."""
-
-    SUCCESS = {200, 204}
-    RETRYABLE = {409, 502, 503, 504}
-
-    def __init__(self, url, headers, providers, seconds, project):
-        super().__init__(daemon=True)
-        self.url, self.headers, self.providers, self.seconds = url, headers, providers, seconds
-        self.project = project
-        self.written = {}  # consumer -> (provider, amount): the write succeeded
-        self.unsure = {}  # consumer -> (provider, amount): retryable status, outcome unknown to the client
-        self.deleted = set()
-        self.statuses = Counter()
-        self.bad = []
-
-    def request(self, method, path, **kwargs):
-        try:
-            resp = requests.request(method, self.url + path, headers=self.headers, timeout=20, **kwargs)
-        except requests.RequestException as exc:
-            self.bad.append(f"{method} {path}: {exc!r}")
-            return None
-        self.statuses[resp.status_code] += 1
-        if method == "DELETE" and resp.status_code == 404:
-            # The first attempt deleted it on a replica that died before it
-            # answered; haproxy retried the (idempotent) DELETE elsewhere. The
-            # consumer is gone, which is what was asked: checked afterwards.
-            return 204
-        if resp.status_code not in self.SUCCESS | self.RETRYABLE:
-            self.bad.append(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
-        return resp.status_code
-
-    def run(self):
-        rng = random.Random()
-        deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline:
-            consumer, provider, amount = str(uuid.uuid4()), rng.choice(self.providers), rng.randint(1, 4)
-            body = {
-                "allocations": {provider: {"resources": {"VCPU": amount}}},
-                "project_id": self.project,
-                "user_id": self.project,
-                "consumer_generation": None,
-                "consumer_type": "INSTANCE",
-            }
-            status = self.request("PUT", f"/allocations/{consumer}", json=body)
-            if status in self.SUCCESS:
-                self.written[consumer] = (provider, amount)
-                if rng.random() < 0.5 and self.request("DELETE", f"/allocations/{consumer}") in self.SUCCESS:
-                    self.deleted.add(consumer)
-            elif status is not None:
-                self.unsure[consumer] = (provider, amount)
-            time.sleep(0.02)
-
-
 @pytest.fixture
 def providers(placement_url, admin_headers):
-    run = uuid.uuid4().hex[:8]
-    made = []
-    for index in range(4):
-        rp = requests.post(
-            f"{placement_url}/resource_providers",
-            json={"name": f"faults-{run}-{index}"},
-            headers=admin_headers,
-            timeout=10,
-        ).json()
-        inv = {"resource_provider_generation": rp["generation"], "inventories": {"VCPU": {"total": 100000}}}
-        resp = requests.put(
-            f"{placement_url}/resource_providers/{rp['uuid']}/inventories", json=inv, headers=admin_headers, timeout=10
-        )
-        assert resp.status_code == 200, resp.text
-        made.append(rp["uuid"])
-    return made
+    return vcpu_providers(placement_url, admin_headers, "faults")
 
 
 def test_replica_loss_under_mixed_load_loses_nothing(placement_url, admin_headers, providers, replicas):
@@ -177,31 +105,8 @@ def test_replica_loss_under_mixed_load_loses_nothing(placement_url, admin_header
     assert [bad for w in writers for bad in w.bad] == []
     assert sum(len(w.written) for w in writers) > 50
 
-    # Nothing lost, nothing half-applied: placement's own books balance, every
-    # acknowledged write is there exactly, every unacknowledged one is all or nothing.
-    for rp in providers:
-        usages = requests.get(
-            f"{placement_url}/resource_providers/{rp}/usages", headers=admin_headers, timeout=10
-        ).json()
-        allocations = requests.get(
-            f"{placement_url}/resource_providers/{rp}/allocations", headers=admin_headers, timeout=10
-        )
-        total = sum(a["resources"].get("VCPU", 0) for a in allocations.json()["allocations"].values())
-        assert usages["usages"].get("VCPU", 0) == total
-    for writer in writers:
-        for consumer, (rp, amount) in {**writer.written, **writer.unsure}.items():
-            got = requests.get(f"{placement_url}/allocations/{consumer}", headers=admin_headers, timeout=10).json()[
-                "allocations"
-            ]
-            if consumer in writer.deleted:
-                assert got == {}
-            elif consumer in writer.written:
-                assert got == {rp: {"resources": {"VCPU": amount}, "generation": got[rp]["generation"]}}
-            else:
-                assert got in (
-                    {},
-                    {rp: {"resources": {"VCPU": amount}, "generation": got.get(rp, {}).get("generation")}},
-                )
+    # Nothing lost, nothing half-applied.
+    check_books(placement_url, admin_headers, providers, writers)
 
 
 def test_database_restart_under_load_recovers_without_replica_restart(
