@@ -40,6 +40,10 @@ umask 077
 } >"$init"
 
 if [ "${1:-}" = mariadbd ]; then
+    # A node of a Galera cluster (compose.galera.yaml) decides first how it starts.
+    if [ -n "${GALERA_CLUSTER_ADDRESS:-}" ]; then
+        exec galera-node "$init" "$@"
+    fi
     shift
     exec mariadbd --init-file="$init" "$@"
 fi

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import requests
 
+# Plain asserts in the shared load helpers report their values too.
+pytest.register_assert_rewrite("load")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import stack  # noqa: E402
 
@@ -35,8 +38,13 @@ def admin_headers():
 
 
 @pytest.fixture(scope="session")
-def compose_stack(auth_mode):
-    return stack.Stack(auth_mode)
+def database():
+    return os.environ.get("PLACEDOCK_DATABASE", "mariadb")
+
+
+@pytest.fixture(scope="session")
+def compose_stack(auth_mode, database):
+    return stack.Stack(auth_mode, database=database)
 
 
 @pytest.fixture

@@ -90,3 +90,44 @@ def test_without_placement_src_every_replica_runs_the_pinned_release(compose_sta
         assert where == f"/opt/venv/lib/python3.11/site-packages/placement/__init__.py {release}"
         image = stack.docker("inspect", "-f", "{{.Config.Image}}", container)
         assert image == stack.image("placement", release)
+
+
+def test_database_down_gives_503_with_retry_after_then_200_without_replica_restart(
+    placement_url, admin_headers, compose_stack
+):
+    """The `mariadb` service stopped: the single server, or on the Galera stack
+    the database front door. Every replica answers at once, with placement's
+    JSON error and a Retry-After, and serves again once the database is back."""
+    replicas = compose_stack.container_ids("placement")
+    before = {c: started_at(c) for c in replicas}
+    path = "/resource_providers?name=outage-none"
+    compose_stack.compose("stop", "mariadb")
+    answers = []
+    try:
+        for _ in range(3 * REPLICAS):
+            started = time.monotonic()
+            resp = requests.get(placement_url + path, headers=admin_headers, timeout=30)
+            answers.append((time.monotonic() - started, resp))
+    finally:
+        compose_stack.compose("start", "mariadb")
+    slowest = max(seconds for seconds, _ in answers)
+    by = Counter(resp.headers.get(SERVER_HEADER) for _, resp in answers)
+    print(f"database down: {len(answers)} requests, slowest answer {slowest:.2f}s, from {dict(by)}")
+    for _, resp in answers:
+        assert resp.status_code == 503, resp.text
+        assert int(resp.headers["Retry-After"]) > 0
+        (error,) = resp.json()["errors"]
+        assert error["status"] == 503 and error["title"] == "Service Unavailable", error
+        assert "database" in error["detail"], error
+    assert len(by) == REPLICAS, by
+    assert slowest < 1
+
+    back = stack.wait_until(
+        lambda: requests.get(placement_url + path, headers=admin_headers, timeout=30).status_code == 200,
+        timeout=60,
+        step=0.2,
+        what="placement answering 200 again",
+    )
+    print(f"database back: placement answered 200 {back:.1f}s after `start mariadb`")
+    assert len(answered_by(placement_url, path, admin_headers)) == REPLICAS
+    assert {c: started_at(c) for c in replicas} == before

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run a command against a placedock stack that this script brings up and tears down.
 
-    python tools/stack.py run [--mode noauth|keystone] [--scale N] -- COMMAND...
-    python tools/stack.py down [--mode ...]
+    python tools/stack.py run [--mode noauth|keystone] [--database mariadb|galera] [--scale N] -- COMMAND...
+    python tools/stack.py down [--mode ...] [--database ...]
 
 `run` builds the images, brings up the test project (its own compose project
 name and its own loopback ports, so a dev stack on 8778 is left alone), waits
@@ -32,8 +32,18 @@ MODES = {
     "noauth": ["compose.yaml"],
     "keystone": ["compose.yaml", "compose.keystone.yaml"],
 }
-# Loopback ports of the test project; a dev stack keeps 8778/8404/5000.
-TEST_PORTS = {"PLACEMENT_PORT": "18778", "HAPROXY_STATS_PORT": "18404", "KEYSTONE_PORT": "15000"}
+# The database: one mariadb, or a Galera cluster behind its own front door.
+DATABASES = {
+    "mariadb": [],
+    "galera": ["compose.galera.yaml"],
+}
+# Loopback ports of the test project; a dev stack keeps 8778/8404/5000/8405.
+TEST_PORTS = {
+    "PLACEMENT_PORT": "18778",
+    "HAPROXY_STATS_PORT": "18404",
+    "KEYSTONE_PORT": "15000",
+    "GALERA_STATS_PORT": "18405",
+}
 
 
 def ports():
@@ -46,6 +56,11 @@ def placement_url():
 
 def stats_url():
     return f"http://127.0.0.1:{ports()['HAPROXY_STATS_PORT']}"
+
+
+def galera_stats_url():
+    """The stats page of the Galera stack's database front door."""
+    return f"http://127.0.0.1:{ports()['GALERA_STATS_PORT']}"
 
 
 def keystone_url():
@@ -116,14 +131,16 @@ def compose_command():
 
 
 class Stack:
-    """One compose project: the test stack in a given auth mode, plus any
-    compose files in `extra` (e.g. compose.src.yaml) merged over it."""
+    """One compose project: the test stack in a given auth mode and with a
+    given database, plus any compose files in `extra` (e.g. compose.src.yaml)
+    merged over it."""
 
-    def __init__(self, mode="noauth", project=PROJECT, extra=(), **env):
+    def __init__(self, mode="noauth", project=PROJECT, extra=(), database="mariadb", **env):
         self.mode = mode
+        self.database = database
         self.project = project
         self.base = [*compose_command()]
-        for name in (*MODES[mode], *extra):
+        for name in (*MODES[mode], *DATABASES[database], *extra):
             self.base += ["-f", str(ROOT / name)]
         self.base += ["-p", project]
         self.env = {**os.environ, **ports(), **env}
@@ -272,10 +289,11 @@ def keystone_tokens():
     }
 
 
-def test_environment(mode):
+def test_environment(mode, database="mariadb"):
     env = {
         **ports(),
         "PLACEDOCK_AUTH_MODE": mode,
+        "PLACEDOCK_DATABASE": database,
         "PLACEMENT_URL": placement_url(),
         "HAPROXY_STATS_URL": stats_url(),
         "KEYSTONE_URL": keystone_url(),
@@ -286,7 +304,7 @@ def test_environment(mode):
 
 
 def run(args):
-    stack = Stack(args.mode)
+    stack = Stack(args.mode, database=args.database)
     keep = os.environ.get("PLACEDOCK_KEEP_STACK") == "1"
     # A SIGTERM (CI timeout, tox interrupted) still tears the stack down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -295,14 +313,21 @@ def run(args):
         started = time.monotonic()
         stack.up(args.scale)
         wait_for_up(args.scale)
-        print(f"stack: {args.mode} stack up, {args.scale} replicas UP in {time.monotonic() - started:.1f}s", flush=True)
-        env = {**os.environ, **test_environment(args.mode)}
+        print(
+            f"stack: {args.mode} stack on {args.database} up, {args.scale} replicas UP in "
+            f"{time.monotonic() - started:.1f}s",
+            flush=True,
+        )
+        env = {**os.environ, **test_environment(args.mode, args.database)}
         status = subprocess.run(args.command, env=env).returncode
     finally:
         if status != 0:
             stack.dump()
         if keep:
-            print(f"stack: kept (PLACEDOCK_KEEP_STACK=1); remove it: python tools/stack.py down --mode {args.mode}")
+            print(
+                "stack: kept (PLACEDOCK_KEEP_STACK=1); remove it: "
+                f"python tools/stack.py down --mode {args.mode} --database {args.database}"
+            )
         else:
             stack.down()
     return status
@@ -312,16 +337,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
     run_parser = sub.add_parser("run", help="bring the test stack up, run COMMAND, tear it down")
-    run_parser.add_argument("--mode", choices=MODES, default="noauth")
     run_parser.add_argument("--scale", type=int, default=3)
     run_parser.add_argument("command", nargs="+")
+    parsers = [run_parser]
     for action, help_text in (("down", "tear the test stack down, volumes included"), ("build", "build the images")):
-        sub.add_parser(action, help=help_text).add_argument("--mode", choices=MODES, default="noauth")
+        parsers.append(sub.add_parser(action, help=help_text))
+    for each in parsers:
+        each.add_argument("--mode", choices=MODES, default="noauth")
+        each.add_argument("--database", choices=DATABASES, default="mariadb")
     args = parser.parse_args()
     if args.action == "down":
-        Stack(args.mode).down()
+        Stack(args.mode, database=args.database).down()
     elif args.action == "build":
-        Stack(args.mode).build()
+        Stack(args.mode, database=args.database).build()
     else:
         return run(args)
     return 0

@@ -1,0 +1,339 @@
+"""The Galera stack (compose.galera.yaml): three MariaDB nodes behind the
+database front door (haproxy/galera.cfg), placement on top, run by
+`tox -e galera` after the gabbi suite and the stack tests.
+
+The cluster formed with no human step; one node takes every connection; a
+node that is not Synced gets none; a misconfigured node stops with one line;
+the writer killed under load loses no acknowledged write and rejoins; all
+three stopped, or killed, and started again form the cluster with every row.
+Each test prints what it measured."""
+
+import csv
+import io
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import stack
+from load import Load, Writer, check_books, vcpu_providers
+from stack import wait_until
+
+NODES = ("galera-1", "galera-2", "galera-3")
+WRITER, *BACKUPS = NODES
+# Placement's tables that the load below writes.
+TABLES = ("resource_providers", "inventories", "allocations", "consumers", "projects", "users")
+
+
+@pytest.fixture(scope="module")
+def nodes(compose_stack):
+    """Node name -> container name, which stays the same if compose recreates it."""
+    found = {name: compose_stack.container_ids(name) for name in NODES}
+    assert all(found.values()), f"no Galera nodes in the {compose_stack.database} stack: run this with tox -e galera"
+    return {name: stack.container_name(ids[0]) for name, ids in found.items()}
+
+
+def wsrep(container):
+    """One node's wsrep_% status, as a dict; {} while it does not answer."""
+    done = subprocess.run(
+        ["docker", "exec", container, "mariadb", "-u", "healthcheck", "-N", "-B", "-e", "SHOW STATUS LIKE 'wsrep_%'"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return {}
+    return dict(line.split("\t", 1) for line in done.stdout.splitlines())
+
+
+def synced(container):
+    """Synced, in a cluster of all the nodes."""
+    status = wsrep(container)
+    return status.get("wsrep_local_state_comment") == "Synced" and status.get("wsrep_cluster_size") == str(len(NODES))
+
+
+def placement_sql(container, query):
+    """A query on one node, as placement's own account; the rows, tab-separated."""
+    url = urlsplit(stack.env_file("placement-db.env")["OS_PLACEMENT_DATABASE__CONNECTION"])
+    done = subprocess.run(
+        ["docker", "exec", "-e", f"MYSQL_PWD={url.password}", container, "mariadb", "-u", url.username]
+        + ["-N", "-B", url.path.lstrip("/"), "-e", query],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def snapshot(container):
+    """Each placement table's row count and checksum on one node."""
+    union = " UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM {t}" for t in TABLES)  # noqa: S608 - our constants
+    counts = placement_sql(container, union)
+    sums = placement_sql(container, "CHECKSUM TABLE " + ", ".join(TABLES))
+    return {table: (count, checksum) for (table, count), (_, checksum) in zip(counts, sums, strict=True)}
+
+
+def door():
+    """The database front door's servers, by name: their rows of its CSV stats."""
+    with urllib.request.urlopen(stack.galera_stats_url() + "/stats;csv", timeout=5) as resp:
+        text = resp.read().decode().lstrip("# ")
+    return {
+        row["svname"]: row
+        for row in csv.DictReader(io.StringIO(text))
+        if row["pxname"] == "galera" and row["svname"] not in ("FRONTEND", "BACKEND")
+    }
+
+
+def door_status(name):
+    try:
+        return door()[name]["status"]
+    except OSError:
+        return "no answer"
+
+
+def all_synced(nodes):
+    return all(synced(container) for container in nodes.values())
+
+
+def logs_since(container, moment):
+    """A container's log lines (stdout and stderr) since a time.monotonic() moment."""
+    since = f"{int(time.monotonic() - moment) + 2}s"
+    done = subprocess.run(["docker", "logs", "--since", since, container], capture_output=True, text=True, check=True)
+    return (done.stdout + done.stderr).splitlines()
+
+
+def started_at(containers):
+    return {c: stack.docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in containers}
+
+
+def test_three_nodes_synced_and_one_writer(nodes, placement_url, admin_headers):
+    states = {name: wsrep(container) for name, container in nodes.items()}
+    for name, status in states.items():
+        assert status["wsrep_local_state_comment"] == "Synced", (name, status)
+        assert status["wsrep_cluster_size"] == "3", (name, status)
+        assert status["wsrep_cluster_status"] == "Primary", (name, status)
+    assert len({status["wsrep_cluster_state_uuid"] for status in states.values()}) == 1
+
+    servers = door()
+    assert {name: (row["status"], row["bck"]) for name, row in servers.items()} == {
+        WRITER: ("UP", "0"),
+        **{backup: ("UP", "1") for backup in BACKUPS},
+    }
+    # Every placement connection is on the writer.
+    for _ in range(20):
+        assert requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=10).ok
+    others = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'placement' AND ID <> CONNECTION_ID()"
+    connections = {name: int(placement_sql(container, others)[0][0]) for name, container in nodes.items()}
+    print(f"galera: placement connections per node {connections}")
+    assert connections[WRITER] > 0
+    assert all(connections[backup] == 0 for backup in BACKUPS), connections
+
+
+def test_a_node_that_is_not_synced_gets_no_traffic(nodes):
+    node = BACKUPS[-1]
+
+    def desync(on):
+        # As the server's root account: the OS user root over the unix socket.
+        stack.docker("exec", "-u", "root", nodes[node], "mariadb", "-e", f"SET GLOBAL wsrep_desync = {on}")
+
+    desync("ON")
+    try:
+        assert wsrep(nodes[node])["wsrep_local_state_comment"] == "Donor/Desynced"
+        out = wait_until(lambda: door_status(node) == "DOWN", timeout=10, what=f"{node} out of the front door")
+        assert door()[node]["check_code"] == "503"
+    finally:
+        desync("OFF")
+    back = wait_until(lambda: door_status(node) == "UP", timeout=15, what=f"{node} back in the front door")
+    print(f"galera: a desynced node was out of the front door in {out:.1f}s, back {back:.1f}s after it synced")
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        ({"GALERA_CLUSTER_NAME": "another-cluster"}, "GALERA_CLUSTER_NAME"),
+        (
+            {"GALERA_CLUSTER_ADDRESS": "galera-1,galera-2,galera-3,galera-4", "GALERA_NODE_NAME": "galera-4"},
+            "GALERA_CLUSTER_ADDRESS",
+        ),
+        ({"GALERA_NODE_NAME": "galera-9"}, "GALERA_CLUSTER_ADDRESS"),
+        ({"GALERA_FORCE_BOOTSTRAP": "galera-9"}, "GALERA_FORCE_BOOTSTRAP"),
+    ],
+    ids=["cluster-name", "cluster-address", "node-not-listed", "force-bootstrap-not-listed"],
+)
+def test_a_misconfigured_node_exits_with_one_line_naming_the_variable(nodes, compose_stack, settings, variable):
+    env = {**stack.env_file("galera.env"), "GALERA_NODE_NAME": NODES[-1], **settings}
+    flags = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--network", f"{compose_stack.project}_default", *flags, stack.image("mariadb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = done.stderr.strip().splitlines()
+    print(f"galera: {settings} -> exit {done.returncode}: {lines[-1]}")
+    assert done.returncode == 1
+    assert lines[-1].startswith("placedock-galera: ") and variable in lines[-1]
+    assert [line for line in lines if variable in line] == lines[-1:]
+    # The running cluster did not notice.
+    assert all_synced(nodes)
+
+
+def failed_between(failures, start, end):
+    """The moments of the failed requests in [start, end)."""
+    return [moment for moment, *_ in failures if start <= moment < end]
+
+
+def test_writer_killed_under_load_loses_nothing_and_rejoins(nodes, placement_url, admin_headers):
+    providers = vcpu_providers(placement_url, admin_headers, "galera")
+    project = str(uuid.uuid4())
+    writers = [Writer(placement_url, admin_headers, providers, seconds=45, project=project) for _ in range(2)]
+    read_paths = (*(f"/resource_providers/{rp}/usages" for rp in providers), "/allocation_candidates?resources=VCPU:1")
+    with Load(placement_url, admin_headers, read_paths, limit_seconds=60, timeout=30) as reads:
+        for writer in writers:
+            writer.start()
+        time.sleep(4)
+        killed = time.monotonic()
+        stack.docker("kill", nodes[WRITER])
+        out = wait_until(lambda: door_status(WRITER) != "UP", timeout=15, what="the front door dropping the writer")
+        time.sleep(8)
+        stack.docker("start", nodes[WRITER])
+        restarted = time.monotonic()
+        rejoined = wait_until(lambda: synced(nodes[WRITER]), timeout=120, what=f"{WRITER} Synced again")
+        wait_until(lambda: door_status(WRITER) == "UP", timeout=15, what=f"{WRITER} back in the front door")
+        failback = time.monotonic()
+        for writer in writers:
+            writer.join()
+        ended = time.monotonic()
+
+    # From the kill until GETs succeed again; then, from the node's start
+    # until it is back in the front door and the connections have moved to it,
+    # from the first failed GET to the last.
+    failover = failed_between(reads.failures, killed, restarted)
+    failback = failed_between(reads.failures, restarted, ended + 1)
+    over, failed_over = (max(failover) - killed if failover else 0.0), len(failover)
+    back, failed_back = (max(failback) - min(failback) if failback else 0.0), len(failback)
+    statuses = sum((w.statuses for w in writers), Counter())
+    log = "\n".join(logs_since(nodes[WRITER], restarted))
+    how = "IST" if "IST received" in log else "SST" if "SST completed" in log else "unknown"
+    print(
+        f"galera: writer killed: out of the front door after {out:.1f}s; GETs failed for {over:.1f}s after "
+        f"the kill ({failed_over} of {reads.sent}); it rejoined by {how} and was Synced {rejoined:.1f}s after its "
+        f"start; {failed_back} GETs failed (within {back:.1f}s) while it rejoined and took the connections "
+        f"back; writes by status {dict(statuses)}"
+    )
+    for moment, path, what in reads.failures:
+        print(f"galera:   GET failed {moment - killed:+.1f}s after the kill: {path}: {what[:160]}")
+    assert [bad for writer in writers for bad in writer.bad] == []
+    assert sum(len(writer.written) for writer in writers) > 50
+    # GETs fail for a bounded window, then succeed.
+    assert over <= 5
+    assert back <= 5
+
+    check_books(placement_url, admin_headers, providers, writers)
+    wait_until(lambda: all_synced(nodes), timeout=60, what="three Synced nodes")
+    rows = {name: snapshot(container) for name, container in nodes.items()}
+    assert rows[WRITER] == rows[BACKUPS[0]] == rows[BACKUPS[1]], rows
+
+
+PAST = {"stop": "stopped", "kill": "killed"}
+
+
+@pytest.mark.parametrize("how", PAST)
+def test_every_node_down_then_up_forms_the_cluster_with_every_row(
+    how, nodes, compose_stack, placement_url, admin_headers
+):
+    vcpu_providers(placement_url, admin_headers, f"galera-{how}", count=2)
+    wait_until(lambda: all_synced(nodes), timeout=60, what="three Synced nodes")
+    before = snapshot(nodes[WRITER])
+    replicas = compose_stack.container_ids("placement")
+    replicas_started = started_at(replicas)
+
+    compose_stack.compose(how, *NODES)
+    down = requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30)
+    assert down.status_code == 503 and down.headers["Retry-After"], down.text
+
+    started = time.monotonic()
+    compose_stack.compose("up", "-d", "--no-deps", *NODES)
+    formed = wait_until(lambda: all_synced(nodes), timeout=180, step=0.5, what="the cluster formed again")
+    serving = wait_until(
+        lambda: requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30).ok,
+        timeout=30,
+        step=0.2,
+        what="placement answering 200 again",
+    )
+    who = [
+        line.removeprefix("placedock-galera: ")
+        for container in nodes.values()
+        for line in logs_since(container, started)
+        if "bootstrapping the cluster" in line
+    ]
+    print(
+        f"galera: all nodes {PAST[how]}: cluster of 3 again {formed:.1f}s after `up`, placement 200 {serving:.1f}s "
+        f"later; {who}"
+    )
+    assert len(who) == 1
+    assert all(snapshot(container) == before for container in nodes.values())
+    assert started_at(replicas) == replicas_started
+
+
+def bootstrap_lines(container, since):
+    return [line for line in logs_since(container, since) if "bootstrapping the cluster" in line]
+
+
+def test_a_node_lost_for_good_stops_the_choice_until_a_human_forces_it(
+    nodes, compose_stack, placement_url, admin_headers
+):
+    """Killed, every node's position must be recovered and compared before any
+    bootstraps; with one node gone for good (container and volume) the others
+    wait and say for whom, until GALERA_FORCE_BOOTSTRAP names one."""
+    lost = NODES[-1]
+    survivors = [name for name in NODES if name != lost]
+    vcpu_providers(placement_url, admin_headers, "galera-lost", count=2)
+    wait_until(lambda: all_synced(nodes), timeout=60, what="three Synced nodes")
+    before = snapshot(nodes[WRITER])
+
+    compose_stack.compose("kill", *NODES)
+    compose_stack.compose("rm", "-f", lost)
+    stack.docker("volume", "rm", f"{compose_stack.project}_{lost}-data")
+    started = time.monotonic()
+    compose_stack.compose("up", "-d", "--no-deps", *survivors)
+
+    def waiting_for_the_lost_node(name):
+        return any(f"waiting to hear from {lost}" in line for line in logs_since(nodes[name], started))
+
+    for name in survivors:
+        wait_until(lambda n=name: waiting_for_the_lost_node(n), timeout=60, what=f"{name} waiting for {lost}")
+    time.sleep(5)  # and still waiting: nobody bootstrapped without knowing every position
+    assert [line for name in survivors for line in bootstrap_lines(nodes[name], started)] == []
+    assert all(door_status(name) != "UP" for name in NODES)
+    assert requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30).status_code == 503
+
+    # The human step (README, "Galera"): the survivors hold the same data.
+    forced = time.monotonic()
+    chosen = survivors[0]
+    stack.Stack(compose_stack.mode, compose_stack.project, database="galera", GALERA_FORCE_BOOTSTRAP=chosen).compose(
+        "up", "-d", "--no-deps", chosen
+    )
+    two = wait_until(
+        lambda: all(wsrep(nodes[n]).get("wsrep_local_state_comment") == "Synced" for n in survivors),
+        timeout=120,
+        step=0.5,
+        what="the survivors Synced",
+    )
+    (line,) = bootstrap_lines(nodes[chosen], forced)
+    assert "GALERA_FORCE_BOOTSTRAP" in line
+    # The lost node comes back empty and gets everything by a full state transfer;
+    # a plain `up` puts the forced node back to normal (recreated without the variable, it rejoins).
+    compose_stack.compose("up", "-d", "--no-deps", *NODES)
+    three = wait_until(lambda: all_synced(nodes), timeout=180, step=0.5, what="three Synced nodes again")
+    print(
+        f"galera: {lost} lost for good: the others waited for it; forced from {chosen}, two Synced after "
+        f"{two:.1f}s, three after {three:.1f}s more"
+    )
+    assert all(snapshot(container) == before for container in nodes.values())
+    assert requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30).status_code == 200
