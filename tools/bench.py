@@ -19,7 +19,9 @@ It builds the images (cached layers), then, on its own compose project
    front door with N..1 replicas, one replica directly, and haproxy directly;
 5. uwsgi process/thread variants on one replica (and whether UWSGI_* from the
    environment is honoured);
-6. image sizes and uwsgi worker memory.
+6. image sizes and uwsgi worker memory;
+7. the perfload again on the same stack over a 3-node Galera cluster
+   (compose.galera.yaml), so the cost of the cluster is read off one run.
 
 The stack is torn down (`down -v`) at the end, also on failure, Ctrl-C or
 SIGTERM, and the raw uwsgi is stopped. The report is written only when every
@@ -77,6 +79,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--raw-python", default=raw.default_python(), help="interpreter of the raw reference venv")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw reference")
+    parser.add_argument("--no-galera", action="store_true", help="skip the perfload on the Galera stack")
     parser.add_argument("--no-build", action="store_true", help="use the images as they are")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmark.md/.png/.json go")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit of each wait and of each perfload")
@@ -320,6 +323,28 @@ def variants(stack, providers, args, meter):
     return out
 
 
+def galera_perfload(compose, args, meter):
+    """The perfload, as above, through the front door of the same stack over a
+    3-node Galera cluster: one writer behind the database front door."""
+    stack = docker.BenchStack(ROOT, compose, docker.GALERA_FILES)
+    try:
+        stack.down()
+        t0 = time.monotonic()
+        stack.up(args.replicas)
+        stack.wait_up(args.replicas, args.timeout, poll=0.1)
+        all_up = time.monotonic() - t0
+        log(f"  galera: all {args.replicas} UP in haproxy after {all_up:.1f}s; perfload")
+        # The writer's InnoDB counters.
+        (meter.mariadb,) = stack.container_ids("galera-1")
+        result = perfload(stack.front_door, args, meter)
+        result["all_up"] = all_up
+        result.pop("providers")
+    finally:
+        meter.mariadb = None
+        stack.down()
+    return result
+
+
 def images(stack):
     return {name: docker.image_size(name) for name in stack.image_names()}
 
@@ -372,6 +397,11 @@ def run(args):
                 log(f"uwsgi variants: {', '.join(f'{p}x{t}' for p, t in args.variants)}")
                 results["variants"] = variants(stack, providers, args, meter)
             results["images"] = images(stack)
+            if not args.no_galera:
+                stack.down()
+                log("perfload: the same stack on a 3-node Galera cluster (compose.galera.yaml)")
+                results["perfload_galera"] = galera_perfload(compose, args, meter)
+                log(f"  loaded in {results['perfload_galera']['seconds']:.1f}s")
     finally:
         log("tearing down placedock-bench (down -v)")
         stack.down()

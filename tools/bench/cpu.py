@@ -98,6 +98,8 @@ class CpuMeter:
         for line in out.splitlines():
             cid, service, oneoff = (line.split() + ["", ""])[:3]
             name = f"{service} (one-off)" if oneoff == "True" else service
+            if service.startswith("galera-"):
+                name = "galera nodes"
             groups.setdefault(name, []).append(cid)
         return groups
 

@@ -17,6 +17,8 @@ import urllib.request
 PROJECT = "placedock-bench"
 PORTS = {"PLACEMENT_PORT": 28778, "HAPROXY_STATS_PORT": 28404, "BENCH_MARIADB_PORT": 23306}
 FILES = ["compose.yaml", "compose.bench.yaml"]
+# The same stack on a 3-node Galera cluster behind the database front door.
+GALERA_FILES = ["compose.yaml", "compose.galera.yaml", "compose.bench.yaml"]
 
 # Run inside a placement container: every uwsgi process with its RSS and PSS.
 # PID 1 is the uwsgi master (the entrypoint execs it); the others are workers.
@@ -49,12 +51,12 @@ print(json.dumps(out))
 
 
 class BenchStack:
-    """docker compose -f compose.yaml -f compose.bench.yaml -p placedock-bench."""
+    """docker compose -f compose.yaml [-f compose.galera.yaml] -f compose.bench.yaml -p placedock-bench."""
 
-    def __init__(self, root, compose_command):
+    def __init__(self, root, compose_command, files=FILES):
         self.root = root
         self.base = [*compose_command]
-        for name in FILES:
+        for name in files:
             self.base += ["-f", str(root / name)]
         self.base += ["-p", PROJECT]
         # Our ports always; no UWSGI_* from the caller's shell reaches compose.

@@ -238,10 +238,36 @@ def write_markdown(results, path, png_name):
     path.write_text("\n".join(out))
 
 
+def _perfload_targets(results):
+    return (
+        ("stack (front door)", results["perfload_stack"]),
+        ("raw uwsgi on the host", results.get("perfload_raw")),
+        ("stack on galera (front door)", results.get("perfload_galera")),
+    )
+
+
+def _ratio_row(label, mine, theirs):
+    return (
+        label,
+        "",
+        "",
+        "",
+        _x(mine["seconds"], theirs["seconds"]),
+        _x(mine["requests"] / mine["seconds"], theirs["requests"] / theirs["seconds"]),
+        *(
+            _x(q["p50"], theirs["allocation_candidates"][name]["p50"])
+            + " / "
+            + _x(q["p95"], theirs["allocation_candidates"][name]["p95"])
+            for name, q in mine["allocation_candidates"].items()
+        ),
+        "",
+    )
+
+
 def _perfload_section(results, a):
-    stack, ref = results["perfload_stack"], results.get("perfload_raw")
+    stack, ref, galera = results["perfload_stack"], results.get("perfload_raw"), results.get("perfload_galera")
     rows = []
-    for label, r in (("stack (front door)", stack), ("raw uwsgi on the host", ref)):
+    for label, r in _perfload_targets(results):
         if not r:
             continue
         acs = r["allocation_candidates"]
@@ -258,23 +284,9 @@ def _perfload_section(results, a):
             )
         )
     if ref:
-        rows.append(
-            (
-                "stack ÷ raw",
-                "",
-                "",
-                "",
-                _x(stack["seconds"], ref["seconds"]),
-                _x(stack["requests"] / stack["seconds"], ref["requests"] / ref["seconds"]),
-                *(
-                    _x(q["p50"], ref["allocation_candidates"][name]["p50"])
-                    + " / "
-                    + _x(q["p95"], ref["allocation_candidates"][name]["p95"])
-                    for name, q in stack["allocation_candidates"].items()
-                ),
-                "",
-            )
-        )
+        rows.append(_ratio_row("stack ÷ raw", stack, ref))
+    if galera:
+        rows.append(_ratio_row("galera ÷ single mariadb", galera, stack))
     queries = list(stack["allocation_candidates"].items())
     header = [
         "target",
@@ -312,16 +324,30 @@ def _perfload_section(results, a):
         "",
         _cpu_table(
             ["target"],
-            [((label,), r) for label, r in (("stack (front door)", stack), ("raw uwsgi on the host", ref)) if r],
+            [((label,), r) for label, r in _perfload_targets(results) if r],
         ),
         "",
+        *_galera_note(galera),
         "A step answered with a 5xx is retried (at most 3 times) and counted; a provider whose step still "
         "fails is counted as failed and left as it is (placeload logs such failures and goes on)."
         + "".join(
             f" {label}: " + "; ".join(f"`{x}`" for x in r["retry_samples"]) + "."
-            for label, r in (("Stack's retries", stack), ("Raw's retries", ref))
+            for label, r in (("Stack's retries", stack), ("Raw's retries", ref), ("Galera's retries", galera))
             if r and r["retry_samples"]
         ),
+        "",
+    ]
+
+
+def _galera_note(galera):
+    if not galera:
+        return []
+    return [
+        f"The galera row is the same stack and the same perfload after `down -v`, with compose.galera.yaml "
+        f"merged in (up to {galera['all_up']:.1f} s before every replica was UP): three MariaDB Galera nodes "
+        "(their CPU is `galera nodes`), and the `mariadb` service is then the database front door (haproxy in "
+        "TCP mode) with one node taking every connection. Each commit waits for the other two nodes to "
+        "certify it.",
         "",
     ]
 
@@ -334,6 +360,7 @@ COMPONENTS = [
     "placement (one-off)",
     "raw uwsgi",
     "mariadb",
+    "galera nodes",
     "memcached",
     "others",
 ]
@@ -778,10 +805,16 @@ def _bar_labels(ax, bars, fmt):
 def _plot_perfload(ax, results):
     stack, ref = results["perfload_stack"], results.get("perfload_raw")
     labels, values = [f"stack\n({results['cold_start']['replicas']} replicas)"], [stack["seconds"]]
+    colors = ["tab:blue"]
     if ref:
         labels.append("raw uwsgi\non the host")
         values.append(ref["seconds"])
-    bars = ax.bar(labels, values, color=["tab:blue", "tab:gray"][: len(values)])
+        colors.append("tab:gray")
+    if results.get("perfload_galera"):
+        labels.append("stack on\ngalera")
+        values.append(results["perfload_galera"]["seconds"])
+        colors.append("tab:purple")
+    bars = ax.bar(labels, values, color=colors)
     _bar_labels(ax, bars, "{:.1f} s")
     ax.set_ylim(top=max(values) * 1.25)
     ax.set_title(f"Perfload: {stack['created']} providers, load time (lower is better)")
@@ -797,6 +830,9 @@ def _plot_candidates(ax, results):
     series = [("stack p50", stack, "p50", "tab:blue"), ("stack p95", stack, "p95", "lightsteelblue")]
     if ref:
         series += [("raw p50", ref, "p50", "tab:gray"), ("raw p95", ref, "p95", "silver")]
+    galera = results.get("perfload_galera")
+    if galera:
+        series += [("galera p50", galera, "p50", "tab:purple"), ("galera p95", galera, "p95", "plum")]
     width = 0.8 / len(series)
     top = 0.0
     for i, (label, r, key, color) in enumerate(series):
@@ -810,7 +846,7 @@ def _plot_candidates(ax, results):
     )
     ax.set_title("GET /allocation_candidates after perfload (ms)")
     ax.set_ylabel("ms")
-    ax.legend(fontsize=8, ncols=len(series), loc="upper center")
+    ax.legend(fontsize=8, ncols=min(len(series), 4), loc="upper center")
 
 
 def _targets(results):
