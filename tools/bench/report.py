@@ -346,8 +346,8 @@ def _galera_note(galera):
         f"The galera row is the same stack and the same perfload after `down -v`, with compose.galera.yaml "
         f"merged in (up to {galera['all_up']:.1f} s before every replica was UP): three MariaDB Galera nodes "
         "(their CPU is `galera nodes`), and the `mariadb` service is then the database front door (haproxy in "
-        "TCP mode) with one node taking every connection. Each commit waits for the other two nodes to "
-        "certify it.",
+        "TCP mode; its CPU is then the `mariadb` column) with one node taking every connection. Each commit "
+        "returns only once its write-set has reached the other two nodes.",
         "",
     ]
 
