@@ -59,7 +59,16 @@ def src_stack(tree, request):
         started = time.monotonic()
         project.up(REPLICAS)
         stack.wait_for_up(REPLICAS)
-        print(f"\nsrc: {REPLICAS} replicas on {tree.name} UP in {time.monotonic() - started:.1f}s")
+        up = time.monotonic() - started
+        # Each replica starts its standby uwsgi a few seconds after it serves:
+        # an edit before that is loaded from cold, several seconds on 2 cores.
+        warm = stack.wait_until(
+            lambda: project.logs("placement").count("placedock: standby uwsgi warm") >= REPLICAS,
+            timeout=60,
+            step=0.5,
+            what="a warm standby in every replica",
+        )
+        print(f"\nsrc: {REPLICAS} replicas on {tree.name} UP in {up:.1f}s, their standbys warm {warm:.1f}s later")
         yield project
     finally:
         if request.session.testsfailed > failed:
