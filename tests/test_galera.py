@@ -199,7 +199,9 @@ def test_writer_killed_under_load_loses_nothing_and_rejoins(nodes, placement_url
         time.sleep(4)
         killed = time.monotonic()
         stack.docker("kill", nodes[WRITER])
-        out = wait_until(lambda: door_status(WRITER) != "UP", timeout=15, what="the front door dropping the writer")
+        out = wait_until(
+            lambda: door_status(WRITER).startswith("DOWN"), timeout=15, what="the writer DOWN in the front door"
+        )
         time.sleep(8)
         stack.docker("start", nodes[WRITER])
         restarted = time.monotonic()
@@ -221,7 +223,7 @@ def test_writer_killed_under_load_loses_nothing_and_rejoins(nodes, placement_url
     log = "\n".join(logs_since(nodes[WRITER], restarted))
     how = "IST" if "IST received" in log else "SST" if "SST completed" in log else "unknown"
     print(
-        f"galera: writer killed: out of the front door after {out:.1f}s; GETs failed for {over:.1f}s after "
+        f"galera: writer killed: DOWN in the front door after {out:.1f}s; GETs failed for {over:.1f}s after "
         f"the kill ({failed_over} of {reads.sent}); it rejoined by {how} and was Synced {rejoined:.1f}s after its "
         f"start; {failed_back} GETs failed (within {back:.1f}s) while it rejoined and took the connections "
         f"back; writes by status {dict(statuses)}"
