@@ -8,11 +8,8 @@ the writer killed under load loses no acknowledged write and rejoins; all
 three stopped, or killed, and started again form the cluster with every row.
 Each test prints what it measured."""
 
-import csv
-import io
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from urllib.parse import urlsplit
@@ -79,13 +76,7 @@ def snapshot(container):
 
 def door():
     """The database front door's servers, by name: their rows of its CSV stats."""
-    with urllib.request.urlopen(stack.galera_stats_url() + "/stats;csv", timeout=5) as resp:
-        text = resp.read().decode().lstrip("# ")
-    return {
-        row["svname"]: row
-        for row in csv.DictReader(io.StringIO(text))
-        if row["pxname"] == "galera" and row["svname"] not in ("FRONTEND", "BACKEND")
-    }
+    return {row["svname"]: row for row in stack.haproxy_stats("galera", stack.galera_stats_url())}
 
 
 def door_status(name):
@@ -107,7 +98,7 @@ def logs_since(container, moment):
 
 
 def started_at(containers):
-    return {c: stack.docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in containers}
+    return {c: stack.started_at(c) for c in containers}
 
 
 def test_three_nodes_synced_and_one_writer(nodes, placement_url, admin_headers):

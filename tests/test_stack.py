@@ -50,14 +50,10 @@ def haproxy_container(compose_stack):
     return container
 
 
-def started_at(container):
-    return stack.docker("inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}", container)
-
-
 def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
     placement_url, admin_headers, compose_stack, haproxy_container
 ):
-    before = started_at(haproxy_container)
+    before = stack.started_at(haproxy_container)
     paths = ("/", "/resource_providers", "/traits?name=startswith:HW_CPU")
     with Load(placement_url, admin_headers, paths) as load:
         sent = load.sent
@@ -72,7 +68,7 @@ def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
     # The load really ran across both changes.
     assert during_down >= 2 and during_up >= 2, (during_down, during_up)
     assert load.failures == [], f"{len(load.failures)} of {load.sent} failed: {load.failures[:5]}"
-    assert started_at(haproxy_container) == before
+    assert stack.started_at(haproxy_container) == before
     assert len(answered_by(placement_url)) == REPLICAS
 
 
@@ -99,7 +95,7 @@ def test_database_down_gives_503_with_retry_after_then_200_without_replica_resta
     the database front door. Every replica answers at once, with placement's
     JSON error and a Retry-After, and serves again once the database is back."""
     replicas = compose_stack.container_ids("placement")
-    before = {c: started_at(c) for c in replicas}
+    before = {c: stack.started_at(c) for c in replicas}
     path = "/resource_providers?name=outage-none"
     compose_stack.compose("stop", "mariadb")
     answers = []
@@ -130,4 +126,4 @@ def test_database_down_gives_503_with_retry_after_then_200_without_replica_resta
     )
     print(f"database back: placement answered 200 {back:.1f}s after `start mariadb`")
     assert len(answered_by(placement_url, path, admin_headers)) == REPLICAS
-    assert {c: started_at(c) for c in replicas} == before
+    assert {c: stack.started_at(c) for c in replicas} == before

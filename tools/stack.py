@@ -100,6 +100,12 @@ def container_ip(container):
     return docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container)
 
 
+def started_at(container):
+    """When a container last started, and how often docker restarted it: equal
+    before and after means it was not restarted in between."""
+    return docker("inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}", container)
+
+
 def container_health(container):
     """A running container's health (healthy, unhealthy, starting), else its state (exited, ...)."""
     out = subprocess.run(
@@ -207,14 +213,15 @@ def wait_until(condition, timeout, step=0.05, what="the condition"):
     return time.monotonic() - started
 
 
-def haproxy_stats():
-    """The placement backend's rows of haproxy's CSV stats, one dict per server."""
-    with urllib.request.urlopen(stats_url() + "/stats;csv", timeout=5) as resp:
+def haproxy_stats(proxy="placement", url=None):
+    """A proxy's server rows of haproxy's CSV stats, one dict per server: the
+    placement backend of the front door by default."""
+    with urllib.request.urlopen((url or stats_url()) + "/stats;csv", timeout=5) as resp:
         text = resp.read().decode().lstrip("# ")
     return [
         row
         for row in csv.DictReader(io.StringIO(text))
-        if row["pxname"] == "placement" and row["svname"] not in ("FRONTEND", "BACKEND")
+        if row["pxname"] == proxy and row["svname"] not in ("FRONTEND", "BACKEND")
     ]
 
 

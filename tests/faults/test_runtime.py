@@ -112,7 +112,7 @@ def test_replica_loss_under_mixed_load_loses_nothing(placement_url, admin_header
 def test_database_restart_under_load_recovers_without_replica_restart(
     placement_url, admin_headers, compose_stack, replicas
 ):
-    before = {c: stack.docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas}
+    before = {c: stack.started_at(c) for c in replicas}
     (mariadb,) = compose_stack.container_ids("mariadb")
     # A request during the outage must end within this (the documented bound:
     # pool_timeout 10 s plus a connect attempt), never hang.
@@ -134,7 +134,7 @@ def test_database_restart_under_load_recovers_without_replica_restart(
     )
     assert late == [], late[:3]
     assert load.slowest < bound
-    assert {c: stack.docker("inspect", "-f", "{{.State.StartedAt}}", c) for c in replicas} == before
+    assert {c: stack.started_at(c) for c in replicas} == before
 
 
 def test_keystone_stopped_gives_503_then_recovers(placement_url, admin_headers, compose_stack):
