@@ -62,7 +62,9 @@ class DatabaseOutage:
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            if environ.get("REQUEST_METHOD") in IDEMPOTENT:
+            # Only a lost connection: a pool that had no connection free for
+            # pool_timeout would only make the client wait that long again.
+            if isinstance(exc, db_exc.DBConnectionError) and environ.get("REQUEST_METHOD") in IDEMPOTENT:
                 # Placement answers only once a handler has finished, so nothing
                 # has been sent yet and a GET has no body to read again.
                 LOG.info("database connection lost (%s): trying %s once more", type(exc).__name__, environ["PATH_INFO"])
