@@ -97,6 +97,10 @@ def logs_since(container, moment):
     return (done.stdout + done.stderr).splitlines()
 
 
+def bootstrap_lines(container, since):
+    return [line for line in logs_since(container, since) if "bootstrapping the cluster" in line]
+
+
 def started_at(containers):
     return {c: stack.started_at(c) for c in containers}
 
@@ -262,8 +266,7 @@ def test_every_node_down_then_up_forms_the_cluster_with_every_row(
     who = [
         line.removeprefix("placedock-galera: ")
         for container in nodes.values()
-        for line in logs_since(container, started)
-        if "bootstrapping the cluster" in line
+        for line in bootstrap_lines(container, started)
     ]
     print(
         f"galera: all nodes {PAST[how]}: cluster of 3 again {formed:.1f}s after `up`, placement 200 {serving:.1f}s "
@@ -272,10 +275,6 @@ def test_every_node_down_then_up_forms_the_cluster_with_every_row(
     assert len(who) == 1
     assert all(snapshot(container) == before for container in nodes.values())
     assert started_at(replicas) == replicas_started
-
-
-def bootstrap_lines(container, since):
-    return [line for line in logs_since(container, since) if "bootstrapping the cluster" in line]
 
 
 def test_a_node_lost_for_good_stops_the_choice_until_a_human_forces_it(

@@ -328,6 +328,7 @@ def galera_perfload(compose, args, meter):
     3-node Galera cluster: one writer behind the database front door."""
     stack = docker.BenchStack(ROOT, compose, docker.GALERA_FILES)
     try:
+        # The same project: this also removes the single-mariadb stack and its volume.
         stack.down()
         t0 = time.monotonic()
         stack.up(args.replicas)
@@ -398,7 +399,6 @@ def run(args):
                 results["variants"] = variants(stack, providers, args, meter)
             results["images"] = images(stack)
             if not args.no_galera:
-                stack.down()
                 log("perfload: the same stack on a 3-node Galera cluster (compose.galera.yaml)")
                 results["perfload_galera"] = galera_perfload(compose, args, meter)
                 log(f"  loaded in {results['perfload_galera']['seconds']:.1f}s")
