@@ -64,14 +64,24 @@ def parse_url(var):
     return url
 
 
+def describe(url):
+    """Where a URL points, without its password."""
+    return url.database if url.drivername == "sqlite" else f"{url.host}:{url.port or 3306}/{url.database}"
+
+
+def make_engine(url):
+    """An engine that connects afresh each time and gives up on a silent server after 5 s."""
+    connect_args = {"connect_timeout": 5} if url.drivername.startswith("mysql") else {}
+    return sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+
+
 def main(var=PLACEMENT_VAR, timeout=None):
     """Wait for the database named by the URL in `var`; `timeout` defaults to DB_WAIT_TIMEOUT."""
     url = parse_url(var)
     if timeout is None:
         timeout = wait_timeout()
-    where = url.database if url.drivername == "sqlite" else f"{url.host}:{url.port or 3306}/{url.database}"
-    connect_args = {"connect_timeout": 5} if url.drivername.startswith("mysql") else {}
-    engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    where = describe(url)
+    engine = make_engine(url)
     deadline = time.monotonic() + timeout
     while True:
         try:
