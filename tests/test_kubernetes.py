@@ -100,17 +100,25 @@ def container(objects, kind, name, container_name):
     return by_name[container_name]
 
 
+def source(env_from):
+    """The kind and name an envFrom entry names."""
+    if "configMapRef" in env_from:
+        return "ConfigMap", env_from["configMapRef"]["name"]
+    return "Secret", env_from["secretRef"]["name"]
+
+
+def data(obj):
+    """A ConfigMap's or Secret's values, as text."""
+    if obj["kind"] == "Secret":
+        return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
+    return obj["data"]
+
+
 def environment(objects, c):
     """What a container's environment is: envFrom in order, then env, later wins."""
     env = {}
-    for source in c.get("envFrom", []):
-        kind, ref = (
-            ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
-        )
-        data = find(objects, kind, ref["name"])["data"]
-        if kind == "Secret":
-            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
-        env.update(data)
+    for env_from in c.get("envFrom", []):
+        env.update(data(find(objects, *source(env_from))))
     for var in c.get("env", []):
         assert "value" in var, f"{c['name']}: {var['name']} has no plain value"
         env[var["name"]] = var["value"]
@@ -237,10 +245,7 @@ def test_no_drift_config_maps_and_secrets_hold_the_env_files(mode):
         if not found:
             continue
         present += 1
-        data = found[0]["data"]
-        if kind == "Secret":
-            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
-        assert data == env_file(ROOT / "env" / path), f"{name}: {kind} {generator['name']} vs env/{path}"
+        assert data(found[0]) == env_file(ROOT / "env" / path), f"{name}: {kind} {generator['name']} vs env/{path}"
     assert present == {"noauth": 2, "keystone": 6}[name]
 
 
@@ -297,14 +302,10 @@ def test_every_config_map_and_secret_a_pod_names_is_rendered(overlay):
     external = {"placement-database"} if name == "external-database" else set()
     for workload in workloads(objects):
         for c in containers(workload):
-            for source in c.get("envFrom", []):
-                kind, ref = (
-                    ("ConfigMap", source.get("configMapRef"))
-                    if "configMapRef" in source
-                    else ("Secret", source["secretRef"])
-                )
-                if ref["name"] not in external:
-                    find(objects, kind, ref["name"])
+            for env_from in c.get("envFrom", []):
+                kind, ref = source(env_from)
+                if ref not in external:
+                    find(objects, kind, ref)
 
 
 def test_probes_ask_what_the_compose_healthchecks_ask(overlay):
@@ -417,12 +418,8 @@ def test_external_database_has_no_mariadb_and_no_database_password():
     assert not [o for o in objects if o["metadata"]["name"].startswith("mariadb")]
     assert not [o for o in objects if o["kind"] == "Secret"]
     for kind, workload, container_name in WORKLOADS["placement"] + WORKLOADS["placement-db-sync"]:
-        refs = [
-            s["secretRef"]["name"]
-            for s in container(objects, kind, workload, container_name)["envFrom"]
-            if "secretRef" in s
-        ]
-        assert refs == ["placement-database"], container_name
+        refs = [source(env_from) for env_from in container(objects, kind, workload, container_name)["envFrom"]]
+        assert [ref for ref_kind, ref in refs if ref_kind == "Secret"] == ["placement-database"], container_name
 
 
 # -- the init container, for real ---------------------------------------------
