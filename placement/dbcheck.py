@@ -69,25 +69,21 @@ def describe(url):
     return url.database if url.drivername == "sqlite" else f"{url.host}:{url.port or 3306}/{url.database}"
 
 
-def make_engine(url):
-    """An engine that connects afresh each time and gives up on a silent server after 5 s."""
-    connect_args = {"connect_timeout": 5} if url.drivername.startswith("mysql") else {}
-    return sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
-
-
 def main(var=PLACEMENT_VAR, timeout=None):
-    """Wait for the database named by the URL in `var`; `timeout` defaults to DB_WAIT_TIMEOUT."""
+    """Wait for the database named by the URL in `var`; `timeout` defaults to DB_WAIT_TIMEOUT.
+    Returns the URL and the engine that reached it."""
     url = parse_url(var)
     if timeout is None:
         timeout = wait_timeout()
     where = describe(url)
-    engine = make_engine(url)
+    connect_args = {"connect_timeout": 5} if url.drivername.startswith("mysql") else {}
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
     deadline = time.monotonic() + timeout
     while True:
         try:
             with engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT 1"))
-            return
+            return url, engine
         except sa_exc.OperationalError as exc:
             code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
             reason = exc.orig.args[-1] if exc.orig is not None and exc.orig.args else str(exc)

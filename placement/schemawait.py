@@ -49,9 +49,7 @@ def known(directory, revision):
 def main():
     timeout = dbcheck.wait_timeout()
     deadline = time.monotonic() + timeout
-    dbcheck.main(VAR, timeout)
-    url = dbcheck.parse_url(VAR)
-    engine = dbcheck.make_engine(url)
+    url, engine = dbcheck.main(VAR, timeout)
     directory = scripts()
     head = directory.get_current_head()
     while True:
