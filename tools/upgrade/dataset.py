@@ -13,20 +13,17 @@ Per compute node (`nodes` of them):
 and two consumers per node, each allocating from three or four of its providers.
 """
 
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-
 # The perfload shape's fixed aggregates and traits (placeload 0.4.0's, as the benchmark uses).
 from bench.load import AGGREGATES, TRAITS
+from placement_api import Client
 
 # The newest microversion the data set needs (consumer types); both releases
 # of a rehearsal must serve it.
 MICROVERSION = "1.38"
 HEADERS = {"x-auth-token": "admin", "openstack-api-version": f"placement {MICROVERSION}", "accept": "application/json"}
-TIMEOUT = 30
 CUSTOM_CLASS = "CUSTOM_PLACEDOCK_ACCEL"
 CUSTOM_TRAIT = "CUSTOM_PLACEDOCK_PHYSNET0"
 PROJECT = "6f7b1c2e-0d64-4b53-9d43-2d8f2b1e7a10"
@@ -53,40 +50,9 @@ NUMA_INVENTORY = {
 PF_INVENTORY = {"SRIOV_NET_VF": inventory(8), CUSTOM_CLASS: inventory(4)}
 
 
-class ApiError(RuntimeError):
-    pass
-
-
-class Client:
-    """requests against the front door, one session per thread; a 5xx or a
-    dropped connection on an idempotent request is tried again."""
-
-    def __init__(self, url, headers=HEADERS, retries=3):
-        self.url = url
-        self.headers = headers
-        self.retries = retries
-        self.local = threading.local()
-
-    def session(self):
-        if not hasattr(self.local, "session"):
-            self.local.session = requests.Session()
-            self.local.session.headers.update(self.headers)
-        return self.local.session
-
-    def call(self, method, path, body=None, expect=(200,)):
-        attempts = self.retries + 1 if method in ("GET", "PUT", "DELETE") else 1
-        for attempt in range(attempts):
-            try:
-                resp = self.session().request(method, self.url + path, json=body, timeout=TIMEOUT)
-            except requests.ConnectionError:
-                if attempt + 1 == attempts:
-                    raise
-                continue
-            if resp.status_code < 500:
-                break
-        if resp.status_code not in expect:
-            raise ApiError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
-        return resp.json() if resp.content else None
+def client(url):
+    """A client for the data set's microversion, as the noauth admin."""
+    return Client(url, HEADERS)
 
 
 def new_consumer(allocations):
@@ -143,7 +109,7 @@ def _load_node(client, index):
 
 def load(url, nodes, concurrency=4):
     """Create the data set; {"providers": [...], "consumers": [...]}."""
-    client = Client(url)
+    client = Client(url, HEADERS)
     client.call("PUT", f"/resource_classes/{CUSTOM_CLASS}", expect=(201, 204))
     client.call("PUT", f"/traits/{CUSTOM_TRAIT}", expect=(201, 204))
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -171,7 +137,7 @@ def _provider(client, uu):
 
 def snapshot(url, data, concurrency=8):
     """Everything placement holds about the data set, as read through the front door."""
-    client = Client(url)
+    client = Client(url, HEADERS)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         providers = dict(
             zip(data["providers"], pool.map(lambda uu: _provider(client, uu), data["providers"]), strict=True)

@@ -141,7 +141,7 @@ class Rehearsal:
         return f"alembic revision {before} -> {after}"
 
     def max_version(self):
-        return dataset.Client(self.url).call("GET", "/")["versions"][0]["max_version"]
+        return dataset.client(self.url).call("GET", "/")["versions"][0]["max_version"]
 
     def addresses(self):
         """{slot name: address} of the backend's servers, from haproxy's runtime API."""
@@ -245,7 +245,7 @@ class Rehearsal:
 
     def checks(self, data, before, readers, writers, monitor):
         report = self.report
-        client = dataset.Client(self.url)
+        client = dataset.client(self.url)
         gets = sum(n for status, n in report.requests.items() if status.startswith("GET"))
         failed = [f for reader in readers for f in reader.failures]
         report.check("no failed GET", not failed, f"{len(failed)} of {gets} failed {failed[:3] or ''}".rstrip())

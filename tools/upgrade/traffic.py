@@ -104,7 +104,7 @@ class Writer(_Worker):
 
     def prepare(self):
         """The scratch tree, before the upgrade starts (through the dataset client: retried)."""
-        client = dataset.Client(self.url)
+        client = dataset.client(self.url)
         self.root = dataset.create_provider(client, self.name)
         dataset.put_collection(client, self.root, "inventories", 0, inventories={"VCPU": dataset.inventory(100000)})
         self.providers[self.root] = {"inventories": {"VCPU": 100000}}
