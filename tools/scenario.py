@@ -57,9 +57,10 @@ def cmd_check(args):
 
 
 def cmd_load(args):
-    scenario = spec.read(args.file)
+    spec.read(args.file)  # offline first: a bad file is refused before placement is asked
     api = client(args)
     load.check_server(api)
+    scenario = spec.read(args.file, known=load.standard_names(api))
     loader = load.Loader(api, scenario)
     if args.reset:
         providers, consumers = loader.reset()

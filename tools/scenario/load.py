@@ -23,6 +23,17 @@ def check_server(client):
         raise ScenarioError(f"placement at {client.url} serves up to {version['max_version']}; scenarios need 1.39")
 
 
+def standard_names(client):
+    """(resource classes, traits) this placement knows without a scenario declaring
+    them: its standard ones, which its own os-resource-classes and os-traits decide."""
+    classes = client.call("GET", "/resource_classes", headers=HEADERS)["resource_classes"]
+    traits = client.call("GET", "/traits", headers=HEADERS)["traits"]
+    return (
+        {rc["name"] for rc in classes if not rc["name"].startswith("CUSTOM_")},
+        {t for t in traits if not t.startswith("CUSTOM_")},
+    )
+
+
 def check_against(client, scenario):
     """ScenarioError for what placement would refuse part way through the load."""
     problems = []
