@@ -31,7 +31,7 @@ def loaded(args, scenario):
     """A client for a placement that holds the scenario as its file says, or ScenarioError."""
     api = client(args)
     load.check_server(api)
-    loader = load.Loader(api, scenario, say=lambda *_: None)
+    loader = load.Loader(api, scenario)
     missing = [n for n in scenario.providers if loader.get(f"/resource_providers/{scenario.provider_uuid(n)}") is None]
     if missing:
         raise spec.ScenarioError(

@@ -52,10 +52,9 @@ def check_against(client, scenario):
 
 
 class Loader:
-    def __init__(self, client, scenario, say=print):
+    def __init__(self, client, scenario):
         self.client = client
         self.scenario = scenario
-        self.say = say
         self.writes = 0
 
     def call(self, method, path, body=None, expect=(200,)):
