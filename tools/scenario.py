@@ -31,8 +31,8 @@ def loaded(args, scenario):
     """A client for a placement that holds the scenario as its file says, or ScenarioError."""
     api = client(args)
     load.check_server(api)
-    loader = load.Loader(api, scenario)
-    missing = [n for n in scenario.providers if loader.get(f"/resource_providers/{scenario.provider_uuid(n)}") is None]
+    there = load.Loader(api, scenario).loaded_trees()
+    missing = [name for uu, name in scenario.by_uuid().items() if uu not in there]
     if missing:
         raise spec.ScenarioError(
             f"{scenario.path}: not loaded at {args.url} (no {', '.join(missing[:3])}): run `load` first"

@@ -10,7 +10,7 @@ that would fail half way is refused whole.
 
 from placement_api import ApiError
 
-from scenario.spec import ScenarioError, field_name
+from scenario.spec import ScenarioError, field_name, microversion
 
 # Consumer types (1.38) and any-of traits (1.39): the newest the loader needs.
 MICROVERSION = "1.39"
@@ -19,8 +19,10 @@ HEADERS = {"openstack-api-version": f"placement {MICROVERSION}"}
 
 def check_server(client):
     version = client.call("GET", "/")["versions"][0]
-    if tuple(map(int, version["max_version"].split("."))) < (1, 39):
-        raise ScenarioError(f"placement at {client.url} serves up to {version['max_version']}; scenarios need 1.39")
+    if microversion(version["max_version"]) < microversion(MICROVERSION):
+        raise ScenarioError(
+            f"placement at {client.url} serves up to {version['max_version']}; scenarios need {MICROVERSION}"
+        )
 
 
 def standard_names(client):
@@ -172,24 +174,23 @@ class Loader:
 
 
 def live_state(client, scenario):
-    """{name: {"parent", "inventories", "usages", "traits", "aggregates"}} as placement has them."""
+    """{name: {"parent", "inventories", "usages", "traits", "aggregates"}} as placement has them
+    (for a scenario that is loaded: tools/scenario.py checks that first)."""
+
+    def get(path, key):
+        return client.call("GET", path, headers=HEADERS)[key]
+
     state = {}
     aggregates = {scenario.aggregate_uuid(a): a for rp in scenario.providers.values() for a in rp["aggregates"]}
     names = scenario.by_uuid()
     for uu, name in names.items():
-        resp = client.request("GET", f"/resource_providers/{uu}", headers=HEADERS)
-        if resp.status_code == 404:
-            raise ScenarioError(f"{scenario.path}: provider {name!r} is not in placement: run `load` first")
-
-        def get(what, key, uu=uu):
-            return client.call("GET", f"/resource_providers/{uu}/{what}", headers=HEADERS)[key]
-
-        parent = resp.json()["parent_provider_uuid"]
+        rp = f"/resource_providers/{uu}"
+        parent = get(rp, "parent_provider_uuid")
         state[name] = {
             "parent": names.get(parent, parent),
-            "inventories": get("inventories", "inventories"),
-            "usages": get("usages", "usages"),
-            "traits": sorted(t for t in get("traits", "traits") if t != scenario.scope_trait),
-            "aggregates": sorted(aggregates.get(a, a) for a in get("aggregates", "aggregates")),
+            "inventories": get(f"{rp}/inventories", "inventories"),
+            "usages": get(f"{rp}/usages", "usages"),
+            "traits": sorted(t for t in get(f"{rp}/traits", "traits") if t != scenario.scope_trait),
+            "aggregates": sorted(aggregates.get(a, a) for a in get(f"{rp}/aggregates", "aggregates")),
         }
     return state

@@ -15,13 +15,8 @@ from dataclasses import dataclass, field
 from placement_api import ApiError
 
 from scenario.load import live_state
-from scenario.spec import capacity
-
-GROUP_KEYS = ("resources", "required", "member_of", "in_tree")
-
-
-def mv(text):
-    return tuple(map(int, text.split(".")))
+from scenario.spec import capacity, groups
+from scenario.spec import microversion as mv
 
 
 def params(scenario, request, microversion, scoped=True):
@@ -57,21 +52,6 @@ def params(scenario, request, microversion, scoped=True):
     return out
 
 
-def groups(request):
-    """{suffix: the group's own part of the request}; '' is the unsuffixed group."""
-    found = {}
-    for key, value in request.items():
-        for prefix in GROUP_KEYS:
-            if key.startswith(prefix):
-                found.setdefault(key[len(prefix) :], {})[prefix] = value
-    return found
-
-
-def groups_of_query(pairs):
-    """The group suffixes of a query string's (key, value) pairs."""
-    return {key[len(p) :] for key, _ in pairs for p in GROUP_KEYS if key.startswith(p)}
-
-
 def candidates_of(body, microversion):
     """[(allocations {uuid: {rc: n}}, mappings {suffix: [uuid]})] from placement's answer."""
     out = []
@@ -94,6 +74,7 @@ class Result:
     about: str
     microversion: str
     query: list
+    grouped: bool  # more than one request group: the table names each provider's groups
     candidates: list = field(default_factory=list)  # [{name: {rc: n}}]
     mappings: list = field(default_factory=list)  # [{suffix: [name]}]
     outside: int = 0
@@ -103,7 +84,6 @@ class Result:
     why_empty: list = field(default_factory=list)
 
     def lines(self):
-        grouped = len(groups_of_query(self.query)) > 1
         query = "&".join(f"{k}={v}" for k, v in self.query)
         out = [
             f"query {self.name}: {self.about}".rstrip(": "),
@@ -122,7 +102,7 @@ class Result:
             width = max(len(name) for name in candidate)
             for j, (name, resources) in enumerate(sorted(candidate.items())):
                 given = ", ".join(f"{rc} {n}" for rc, n in sorted(resources.items()))
-                group = f"  [{' '.join(by_provider[name])}]" if grouped and by_provider[name] else ""
+                group = f"  [{' '.join(by_provider[name])}]" if self.grouped and by_provider[name] else ""
                 out.append(f"  {f'#{i}' if j == 0 else '':>4} {name:<{width}}  {given}{group}")
         out += [f"  {line}" for line in self.why_empty]
         if self.verdict:
@@ -136,9 +116,8 @@ class Runner:
         self.scenario = scenario
         self.names = scenario.by_uuid()
 
-    def ask(self, request, microversion):
-        """(query pairs, candidates {name: {rc: n}}, mappings, dropped) or ApiError."""
-        query = params(self.scenario, request, microversion)
+    def ask(self, query, microversion):
+        """(candidates {name: {rc: n}}, mappings, dropped) for query string pairs, or ApiError."""
         headers = {"openstack-api-version": f"placement {microversion}"}
         body = self.client.call("GET", "/allocation_candidates", params=query, headers=headers)
         found, mappings, outside = [], [], 0
@@ -148,13 +127,14 @@ class Runner:
                 continue
             found.append({self.names[uu]: res for uu, res in allocations.items()})
             mappings.append({s: [self.names[uu] for uu in uus] for s, uus in mapping.items()})
-        return query, found, mappings, outside
+        return found, mappings, outside
 
     def run(self, name):
         q = self.scenario.queries[name]
-        result = Result(name, q["about"], q["microversion"], params(self.scenario, q["request"], q["microversion"]))
+        query = params(self.scenario, q["request"], q["microversion"])
+        result = Result(name, q["about"], q["microversion"], query, grouped=len(groups(q["request"])) > 1)
         try:
-            result.query, result.candidates, result.mappings, result.outside = self.ask(q["request"], q["microversion"])
+            result.candidates, result.mappings, result.outside = self.ask(query, q["microversion"])
         except ApiError as exc:
             result.error, result.matches = str(exc).split(": ", 1)[-1], False
             return result
@@ -194,7 +174,7 @@ class Runner:
         for suffix, group in groups(request).items():
             alone = {f"{k}{suffix}": v for k, v in group.items()}
             try:
-                _, candidates, _, _ = self.ask(alone, microversion)
+                candidates, _, _ = self.ask(params(self.scenario, alone, microversion), microversion)
             except ApiError as exc:
                 lines.append(f"group {suffix or '(unsuffixed)'} alone was refused: {exc}")
                 continue

@@ -22,6 +22,8 @@ NAMESPACE = uuid.UUID("a4b1e7f0-6c1d-5e0b-9a57-0c1a2c3e4d5f")
 # Placement's defaults for the inventory fields a file may leave out.
 INVENTORY_DEFAULTS = {"reserved": 0, "min_unit": 1, "max_unit": 2147483647, "step_size": 1, "allocation_ratio": 1.0}
 SHARING_TRAIT = "MISC_SHARES_VIA_AGGREGATE"
+# The parameters of a request group; a suffix after one names the group.
+GROUP_KEYS = ("resources", "required", "member_of", "in_tree")
 
 
 class ScenarioError(Exception):
@@ -109,6 +111,21 @@ def _scalar(node):
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
+
+
+def microversion(text):
+    """A microversion ("1.36") as a comparable tuple."""
+    return tuple(map(int, text.split(".")))
+
+
+def groups(request):
+    """{suffix: the group's own part of a query's request}; '' is the unsuffixed group."""
+    found = {}
+    for key, value in request.items():
+        for prefix in GROUP_KEYS:
+            if key.startswith(prefix):
+                found.setdefault(key[len(prefix) :], {})[prefix] = value
+    return found
 
 
 def field_name(path):
@@ -328,27 +345,22 @@ def _check_allocations(scenario, data, problems, check_class):
 
 def _check_query(scenario, query, where, problems, aggregates, check_class, check_trait):
     request = query["request"]
-    suffixes = set()
+    suffixes = set(groups(request))
     for key, value in request.items():
         at = [*where, "request", key]
         if key.startswith("resources"):
-            suffixes.add(key[len("resources") :])
             for rc in value:
                 check_class([*at, rc], rc)
         elif key.startswith("required") or key == "root_required":
-            if key.startswith("required"):
-                suffixes.add(key[len("required") :])
             for j, item in enumerate(value):
                 for trait in item.removeprefix("in:").removeprefix("!").split(","):
                     check_trait([*at, j], trait.removeprefix("!"))
         elif key.startswith("member_of"):
-            suffixes.add(key[len("member_of") :])
             for j, item in enumerate(value):
                 for name in item.removeprefix("!").removeprefix("in:").split(","):
                     if name not in aggregates:
                         problems.add([*at, j], f"unknown aggregate {name!r}: no provider of the scenario is in it")
         elif key.startswith("in_tree"):
-            suffixes.add(key[len("in_tree") :])
             if value not in scenario.providers:
                 problems.add(at, f"unknown provider {value!r}")
     for j, group in enumerate(request.get("same_subtree", [])):
