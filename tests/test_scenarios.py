@@ -245,7 +245,13 @@ def standalone():
 
 def test_a_scenario_in_the_standalone_sqlite_image(standalone):
     path = ROOT / "scenarios" / "numa-host.yaml"
-    assert run("load", path, url=standalone).returncode == 0
+    # A fresh placement: not loaded yet, and nothing for --reset to remove.
+    before_load = run("query", path, url=standalone)
+    assert before_load.returncode == 2
+    assert before_load.stderr.startswith(f"{path}: not loaded at {standalone}"), before_load.stderr
+    first = run("load", path, "--reset", url=standalone)
+    assert first.returncode == 0, first.stderr
+    assert "reset: 0 providers and 0 consumers" in first.stdout
     scenario = spec.read(path)
     before = generations(standalone, scenario)
     assert "nothing changed" in run("load", path, url=standalone).stdout

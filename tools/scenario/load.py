@@ -141,6 +141,8 @@ class Loader:
 
     def loaded_trees(self):
         """{uuid: provider} of every tree an earlier load of this scenario made."""
+        if self.get(f"/traits/{self.scenario.scope_trait}") is None:
+            return {}  # never loaded here: placement would refuse a filter on an unknown trait
         roots = self.get(f"/resource_providers?required={self.scenario.scope_trait}")["resource_providers"]
         found = {}
         for root in roots:
