@@ -1,4 +1,4 @@
-"""While the database cannot be reached, placement answers 503, not 500.
+"""While the database or keystone cannot be reached, placement answers 503, not 500.
 
 Placement turns every exception it did not expect into a 500
 (placement.fault_wrap). A database that is down, restarting or failing over
@@ -14,13 +14,23 @@ gets the 503: when the Galera front door moves the connections to another node
 closed one then succeeds on the next node instead of failing. A write is never
 tried twice: its commit may have happened, so the client is told to retry.
 
-install() must run before placement builds its application (placedock_wsgi.py).
+Keystone: keystonemiddleware answers 503 itself when keystone refuses
+connections, but a keystone that accepts them and then does not answer (hung,
+paused, overloaded) ends in a timeout it does not catch. uwsgi then closes the
+connection without a response and haproxy, seeing no answer, tries the same
+request on every other replica, each waiting as long again. identity_guard()
+turns that into the same JSON 503 with Retry-After, at once: haproxy passes a
+503 on and retries nothing.
+
+install() must run before placement builds its application, and the
+application placement built goes through identity_guard() (placedock_wsgi.py).
 """
 
 import json
 import logging
 import time
 
+from keystoneauth1 import exceptions as ksa_exc
 from oslo_db import exception as db_exc
 from sqlalchemy import exc as sa_exc
 
@@ -80,18 +90,41 @@ class DatabaseOutage:
     @staticmethod
     def unavailable(exc, environ, start_response):
         LOG.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:300])
-        status = "503 Service Unavailable"
-        detail = f"The database cannot be reached now ({type(exc).__name__}); try again shortly."
-        body = json.dumps(util.json_error_formatter(detail, status, "Service Unavailable", environ)).encode()
-        start_response(
-            status,
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Retry-After", str(RETRY_AFTER)),
-            ],
+        return service_unavailable(
+            f"The database cannot be reached now ({type(exc).__name__})", environ, start_response
         )
-        return [body]
+
+
+def service_unavailable(why, environ, start_response):
+    """A 503 with Retry-After in placement's JSON error format."""
+    status = "503 Service Unavailable"
+    detail = f"{why}; try again shortly."
+    body = json.dumps(util.json_error_formatter(detail, status, "Service Unavailable", environ)).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", str(RETRY_AFTER)),
+        ],
+    )
+    return [body]
+
+
+def identity_guard(application):
+    """The whole application (keystonemiddleware included), with a keystone
+    connection that failed or timed out answered by a 503, not an exception."""
+
+    def guarded(environ, start_response):
+        try:
+            return application(environ, start_response)
+        except ksa_exc.ConnectionError as exc:  # ConnectTimeout, ConnectFailure, SSLError, ...
+            LOG.warning("keystone unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:300])
+            return service_unavailable(
+                f"Keystone cannot be reached now ({type(exc).__name__})", environ, start_response
+            )
+
+    return guarded
 
 
 def install():

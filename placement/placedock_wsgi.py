@@ -58,7 +58,9 @@ try:
 
     outage.install()
 
-    from placement.wsgi.api import application  # noqa: F401 - after the checks, on purpose
+    from placement.wsgi import api  # after the checks, on purpose
+
+    application = outage.identity_guard(api.application)
 except Exception as exc:
     if isinstance(exc, SyntaxError):
         where, reason = f"{exc.filename}:{exc.lineno}", exc.msg

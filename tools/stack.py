@@ -213,16 +213,24 @@ def wait_until(condition, timeout, step=0.05, what="the condition"):
     return time.monotonic() - started
 
 
-def haproxy_stats(proxy="placement", url=None):
-    """A proxy's server rows of haproxy's CSV stats, one dict per server: the
-    placement backend of the front door by default."""
+def haproxy_rows(proxy="placement", url=None):
+    """A proxy's rows of haproxy's CSV stats (its servers, FRONTEND, BACKEND),
+    one dict each: the placement backend of the front door by default."""
     with urllib.request.urlopen((url or stats_url()) + "/stats;csv", timeout=5) as resp:
         text = resp.read().decode().lstrip("# ")
-    return [
-        row
-        for row in csv.DictReader(io.StringIO(text))
-        if row["pxname"] == proxy and row["svname"] not in ("FRONTEND", "BACKEND")
-    ]
+    return [row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == proxy]
+
+
+def haproxy_stats(proxy="placement", url=None):
+    """A proxy's server rows of haproxy's CSV stats, one dict per server."""
+    return [row for row in haproxy_rows(proxy, url) if row["svname"] not in ("FRONTEND", "BACKEND")]
+
+
+def haproxy_retries(proxy="placement", url=None):
+    """How often the proxy has sent a request again (retried, or redispatched
+    to another server) since it started."""
+    (backend,) = [row for row in haproxy_rows(proxy, url) if row["svname"] == "BACKEND"]
+    return int(backend["wretr"] or 0) + int(backend["wredis"] or 0)
 
 
 def haproxy_servers():

@@ -139,6 +139,7 @@ def test_database_restart_under_load_recovers_without_replica_restart(
 
 def test_keystone_stopped_gives_503_then_recovers(placement_url, admin_headers, compose_stack):
     fresh_token = stack.keystone_tokens()["PLACEMENT_MEMBER_TOKEN"]  # never validated yet
+    assert requests.get(f"{placement_url}/traits", headers=admin_headers, timeout=10).status_code == 200  # cached now
     (keystone,) = compose_stack.container_ids("keystone")
     stack.docker("stop", keystone)
     try:
@@ -169,3 +170,85 @@ def test_keystone_stopped_gives_503_then_recovers(placement_url, admin_headers, 
         step=0.5,
     )
     print(f"keystone back: new tokens validated again {again:.1f}s after keystone was healthy")
+
+
+def timed_get(url, headers):
+    started = time.monotonic()
+    resp = requests.get(url, headers=headers, timeout=30)
+    return resp, time.monotonic() - started
+
+
+@pytest.fixture
+def paused(compose_stack):
+    """pause(service): the service's container hangs (docker pause: it keeps
+    its connections and address, and answers nothing) until the test ends."""
+    paused = []
+
+    def pause(service):
+        (container,) = compose_stack.container_ids(service)
+        stack.docker("pause", container)
+        paused.append(container)
+
+    yield pause
+    for container in paused:
+        stack.docker("unpause", container)
+    for container in paused:
+        wait_until(lambda c=container: stack.container_health(c) == "healthy", timeout=60, step=0.2)
+
+
+def new_admin_token():
+    """An admin token that no placement replica has validated (or cached) yet."""
+    accounts = stack.env_file("keystone-accounts.env")
+    return stack.keystone_token(
+        accounts["OS_BOOTSTRAP_USERNAME"], accounts["OS_BOOTSTRAP_PASSWORD"], accounts["OS_BOOTSTRAP_PROJECT_NAME"]
+    )
+
+
+def test_keystone_hung_gives_json_503_within_3s_and_no_retry(placement_url, admin_headers, paused):
+    url = f"{placement_url}/resource_providers"
+    assert requests.get(url, headers=admin_headers, timeout=10).status_code == 200  # admin's token: cached
+    fresh = {**admin_headers, "x-auth-token": new_admin_token()}
+    retries = stack.haproxy_retries()
+    paused("keystone")
+    answers = [timed_get(url, fresh) for _ in range(3)]
+    cached, cached_took = timed_get(url, admin_headers)
+    retried = stack.haproxy_retries() - retries
+    print(
+        "keystone hung: new token answered "
+        + ", ".join(f"{resp.status_code} in {took:.2f}s" for resp, took in answers)
+        + f"; cached token {cached.status_code} in {cached_took:.2f}s; haproxy retries {retried}"
+    )
+    for resp, took in answers:
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["content-type"] == "application/json"
+        assert "Keystone cannot be reached" in resp.json()["errors"][0]["detail"]
+        assert resp.headers["retry-after"] == "2"
+        assert took < 3
+    assert cached.status_code == 200 and cached_took < 1
+    # One replica answered each: none was left to time out on the others.
+    assert retried == 0
+
+
+def test_memcached_hung_tokens_validated_at_keystone_within_3s(placement_url, admin_headers, paused):
+    url = f"{placement_url}/resource_providers"
+    assert requests.get(url, headers=admin_headers, timeout=10).status_code == 200  # in memcached now
+    paused("memcached")
+    # Each uwsgi process waits for memcached once, then skips it for a minute:
+    # the timeouts must not add up request after request.
+    answers = []
+    for _ in range(12):
+        answers.append(timed_get(url, admin_headers))
+        answers.append(timed_get(url, {**admin_headers, "x-auth-token": new_admin_token()}))
+    took = sorted(t for _, t in answers)
+    median = took[len(took) // 2]
+    print(
+        f"memcached hung: {len(answers)} requests (cached and new tokens), statuses "
+        f"{dict(Counter(resp.status_code for resp, _ in answers))}; slowest {took[-1]:.2f}s, median {median:.2f}s, "
+        f"{sum(t > 0.5 for t in took)} over 0.5s"
+    )
+    assert [resp.status_code for resp, _ in answers] == [200] * len(answers)
+    assert took[-1] < 3
+    # At most once in each placement process (3 replicas x 2) and each of
+    # keystone's 2 (a new token's validation waits for keystone's cache too).
+    assert sum(t > 0.5 for t in took) <= 3 * 2 + 2, took
+    assert median < 0.5
