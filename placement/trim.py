@@ -1,0 +1,97 @@
+"""Trim the image's venv to what placement uses: run in the build stage.
+
+    python3 trim.py VENV
+
+Python compiles each module it imports into __pycache__ once, at install
+time here, and a module without its .pyc still imports: it is compiled in
+memory instead. So this keeps the .pyc of every module placement imports
+when it starts, migrates and serves (found by doing it, below, against a
+scratch sqlite database) and deletes the others, about a third of the
+venv's bytes. A module outside that set (placement-status, a rarely taken
+code path) still works, at the cost of compiling it when it is first
+imported. Every .py file stays, so tracebacks show their source lines.
+
+netaddr's IEEE registries (oui.txt, iab.txt and their indexes, 9 MB) go too:
+they answer "which vendor owns this MAC address", which placement never asks.
+
+One line says what it removed.
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+NETADDR_REGISTRIES = ("oui.txt", "oui.idx", "iab.txt", "iab.idx")
+
+
+def exercise():
+    """Start, migrate and serve as a replica does; the module files imported."""
+    scratch = tempfile.mkdtemp()
+    os.environ.update(
+        OS_API__AUTH_STRATEGY="noauth2",
+        OS_PLACEMENT_DATABASE__CONNECTION=f"sqlite:///{scratch}/trim.sqlite",
+    )
+    # placement-manage db sync (DB_SYNC=True), in this process.
+    from placement.cmd import manage
+
+    sys.argv = ["placement-manage", "db", "sync"]
+    try:
+        manage.main()
+    except SystemExit as done:  # what it ends with, success too
+        if done.code:
+            raise
+
+    # The app as uwsgi loads it (preflight checks included), then one request
+    # of each kind; keystone mode's token cache and mariadb's driver as well.
+    import keystonemiddleware.auth_token  # noqa: F401
+    import memcache  # noqa: F401
+    import placedock_wsgi
+    import schemawait  # noqa: F401
+    import sqlalchemy
+    import webob
+
+    sqlalchemy.create_engine("mysql+pymysql://placement:x@localhost/placement")  # loads the dialect, no connection
+    headers = {"x-auth-token": "admin", "openstack-api-version": "placement latest"}
+    requests = [
+        ("GET", "/", None, 200),
+        ("POST", "/resource_providers", {"name": "trim"}, 200),
+        ("GET", "/resource_providers?name=trim", None, 200),
+        ("GET", "/traits?name=startswith:HW_CPU", None, 200),
+        ("GET", "/resource_classes", None, 200),
+        ("GET", "/allocation_candidates?resources=VCPU:1&required=HW_CPU_X86_AVX2", None, 200),
+        ("GET", "/usages?project_id=trim", None, 200),
+        ("GET", "/no-such-path", None, 404),
+    ]
+    for method, path, body, status in requests:
+        request = webob.Request.blank(path, method=method, headers=headers)
+        if body is not None:
+            request.content_type = "application/json"
+            request.json = body
+        response = request.get_response(placedock_wsgi.application)
+        if response.status_code != status:
+            sys.exit(f"trim: {method} {path} answered {response.status}, not {status}: {response.text[:300]}")
+    return {os.path.realpath(m.__file__) for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+
+
+def unused_bytecode(venv, imported):
+    """The .pyc files under venv whose module was not imported."""
+    for pyc in Path(venv).rglob("__pycache__/*.pyc"):
+        source = pyc.parent.parent / (pyc.name.split(".", 1)[0] + ".py")
+        if os.path.realpath(source) not in imported:
+            yield pyc
+
+
+def main(venv):
+    imported = exercise()
+    removed = list(unused_bytecode(venv, imported))
+    removed += [p for p in Path(venv).rglob("netaddr/eui/*") if p.name in NETADDR_REGISTRIES]
+    size = sum(p.stat().st_size for p in removed)
+    for path in removed:
+        path.unlink()
+    kept = sum(1 for _ in Path(venv).rglob("__pycache__/*.pyc"))
+    print(f"trim: removed {len(removed)} files, {size / 1e6:.1f} MB; kept the .pyc of {kept} imported modules")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
