@@ -9,12 +9,16 @@ When placement itself does not import (a tree under development with a syntax
 error, see reloader.py), one line says where and why before uwsgi prints the
 whole traceback and exits.
 
+Last, the objects made so far are frozen out of the garbage collector's
+sight, so that the workers uwsgi forks keep sharing them (see the end).
+
 A standby uwsgi of reloader.py (PLACEDOCK_STANDBY_FD) first imports what
 placement imports from its pinned dependencies, most of a start's time, then
 waits for the reloader's go before it touches placement's own code, which may
 change until then; end-of-file instead of a go means it is not needed.
 """
 
+import gc
 import importlib
 import os
 import sys
@@ -69,3 +73,11 @@ except Exception as exc:
         where, reason = f"{frame.filename}:{frame.lineno}", exc
     print(f"placedock: placement does not load: {where}: {type(exc).__name__}: {reason}", file=sys.stderr, flush=True)
     raise
+
+# uwsgi forks the workers from this process once this module has loaded
+# (lazy-apps = false), and they share its pages until one writes to them. The
+# cyclic garbage collector would: each collection writes to every object it
+# scans, so every page of the loaded app ends up copied into every worker.
+# Frozen objects are never scanned again (the workers' own still are).
+gc.collect()
+gc.freeze()
