@@ -40,11 +40,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu, docker, load, raw, report
-from stack import compose_command
+from bench import cpu, load, raw, report
+from stack import (
+    Stack,
+    compose_command,
+    container_env,
+    container_health,
+    container_ip,
+    haproxy_stats,
+    image_size,
+    remove,
+    uwsgi_memory,
+    wait_for_up,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW_PORT = 28779
+# The benchmark's own compose project, on loopback ports of its own (front
+# door 28778, haproxy stats 28404, mariadb 23306), so that the test project
+# and anyone's dev stack are left alone: only containers of this project are
+# ever started, stopped, inspected or sent traffic.
+PROJECT = "placedock-bench"
+PORTS = {"PLACEMENT_PORT": 28778, "HAPROXY_STATS_PORT": 28404, "BENCH_MARIADB_PORT": 23306}
 START = time.monotonic()
 
 
@@ -132,11 +149,16 @@ def machine(args, compose):
 
 
 def _ours():
-    return _out("docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={docker.PROJECT}").split()
+    return _out("docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}").split()
 
 
 def loadavg():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def bench_stack(database="mariadb"):
+    """compose.yaml [+ compose.galera.yaml] + compose.bench.yaml, as placedock-bench."""
+    return Stack("noauth", project=PROJECT, extra=["compose.bench.yaml"], database=database, quiet=True, **PORTS)
 
 
 # --- phases -------------------------------------------------------------------------
@@ -146,28 +168,28 @@ def cold_start(stack, replicas, timeout):
     """`up -d --scale placement=N` on fresh volumes until N healthy replicas are UP in haproxy."""
     stack.down()
     t0 = time.monotonic()
-    stack.up(replicas)
+    stack.up(replicas, build=False, wait=False)
     up_returned = time.monotonic() - t0
-    stack.wait_up(replicas, timeout, poll=0.1)
+    wait_for_up(replicas, timeout, url=stack.stats_url, poll=0.1)
     all_up = time.monotonic() - t0
-    health = [docker.container_health(c) for c in stack.container_ids("placement")]
+    health = [container_health(c) for c in stack.container_ids("placement")]
     return {"replicas": replicas, "up_returned": up_returned, "all_up": all_up, "health": health}
 
 
 def restart_replica(stack, replicas, timeout):
     """`docker restart` one replica; poll haproxy every 0.1 s until it is UP again."""
     container = stack.container_ids("placement")[0]
-    ip = docker.container_ip(container)
+    ip = container_ip(container)
     t0 = time.monotonic()
-    proc = docker.restart(container)
+    proc = subprocess.Popen(["docker", "restart", container], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     returned = down_at = None
     while time.monotonic() - t0 < timeout:
         now = time.monotonic() - t0
         if returned is None and proc.poll() is not None:
             returned = now
         servers = _servers_or_empty(stack)
-        mine = [status for _, status, addr in servers if addr == ip]
-        up = mine[0] == "UP" if mine else sum(1 for _, s, _ in servers if s == "UP") == replicas
+        mine = [row["status"] for row in servers if row["addr"].rsplit(":", 1)[0] == ip]
+        up = mine[0] == "UP" if mine else sum(1 for row in servers if row["status"] == "UP") == replicas
         if down_at is None and not up:
             down_at = now
         if down_at is not None and up and returned is not None:
@@ -183,7 +205,7 @@ def restart_replica(stack, replicas, timeout):
 
 def _servers_or_empty(stack):
     try:
-        return stack.haproxy_servers()
+        return haproxy_stats(url=stack.stats_url)
     except OSError:
         return []
 
@@ -202,13 +224,13 @@ def perfload(url, args, meter):
 
 
 def stack_memory(stack):
-    return {c[:12]: docker.uwsgi_memory(c) for c in stack.container_ids("placement")}
+    return {c[:12]: uwsgi_memory(c) for c in stack.container_ids("placement")}
 
 
 def raw_reference(stack, args, meter, workdir):
     """Perfload against placement under uwsgi on the host, against the bench mariadb."""
     (mariadb,) = stack.container_ids("mariadb")
-    db_url = docker.container_env(mariadb)["BENCH_RAW_DATABASE__CONNECTION"]
+    db_url = container_env(mariadb)["BENCH_RAW_DATABASE__CONNECTION"]
     ref = raw.RawPlacement(ROOT, args.raw_venv, RAW_PORT, db_url, workdir)
     try:
         ref.db_sync()
@@ -261,18 +283,18 @@ def throughput(stack, providers, args, meter):
     runs = []
     for replicas in range(args.replicas, 0, -1):
         stack.scale(replicas)
-        stack.wait_up(replicas, args.timeout)
+        wait_for_up(replicas, args.timeout, url=stack.stats_url)
         log(f"throughput: {replicas} replica(s) UP")
         if replicas > 1:
-            targets = [(f"front door N={replicas}", stack.front_door)]
+            targets = [(f"front door N={replicas}", stack.placement_url)]
             rounds = 1
         else:
             (replica,) = stack.container_ids("placement")
             (haproxy,) = stack.container_ids("haproxy")
             targets = [
-                ("front door N=1", stack.front_door),
-                ("direct", f"http://{docker.container_ip(replica)}:8778"),
-                ("haproxy IP", f"http://{docker.container_ip(haproxy)}:8778"),
+                ("front door N=1", stack.placement_url),
+                ("direct", f"http://{container_ip(replica)}:8778"),
+                ("haproxy IP", f"http://{container_ip(haproxy)}:8778"),
             ]
             rounds = args.rounds
         for mix in load.MIXES:
@@ -287,10 +309,10 @@ def env_override_probe(stack, args):
     wanted = (1, 8)
     name = stack.run_detached("placement", env={"UWSGI_PROCESSES": str(wanted[0]), "UWSGI_THREADS": str(wanted[1])})
     try:
-        load.wait_ready(f"http://{docker.container_ip(name)}:8778", args.timeout)
-        workers = [p for p in docker.uwsgi_memory(name) if p["role"] == "worker"]
+        load.wait_ready(f"http://{container_ip(name)}:8778", args.timeout)
+        workers = [p for p in uwsgi_memory(name) if p["role"] == "worker"]
     finally:
-        docker.remove(name)
+        remove(name)
     seen = (len(workers), max(p["threads"] for p in workers))
     return {"asked": list(wanted), "seen": list(seen), "honoured": seen == wanted}
 
@@ -311,33 +333,33 @@ def variants(stack, providers, args, meter):
         )
         label = f"{processes}x{threads}"
         try:
-            url = f"http://{docker.container_ip(name)}:8778"
+            url = f"http://{container_ip(name)}:8778"
             load.wait_ready(url, args.timeout)
             entry = {"processes": processes, "threads": threads}
             for mix in load.MIXES:
                 entry[mix] = measure([(f"variant {label}", url)], mix, providers, args, meter)[f"variant {label}"]
-            entry["memory"] = docker.uwsgi_memory(name)
+            entry["memory"] = uwsgi_memory(name)
         finally:
-            docker.remove(name)
+            remove(name)
         out.append(entry)
     return out
 
 
-def galera_perfload(compose, args, meter):
+def galera_perfload(args, meter):
     """The perfload, as above, through the front door of the same stack over a
     3-node Galera cluster: one writer behind the database front door."""
-    stack = docker.BenchStack(ROOT, compose, docker.GALERA_FILES)
+    stack = bench_stack("galera")
     try:
         # The same project: this also removes the single-mariadb stack and its volume.
         stack.down()
         t0 = time.monotonic()
-        stack.up(args.replicas)
-        stack.wait_up(args.replicas, args.timeout, poll=0.1)
+        stack.up(args.replicas, build=False, wait=False)
+        wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
         all_up = time.monotonic() - t0
         log(f"  galera: all {args.replicas} UP in haproxy after {all_up:.1f}s; perfload")
         # The writer's InnoDB counters.
         (meter.mariadb,) = stack.container_ids("galera-1")
-        result = perfload(stack.front_door, args, meter)
+        result = perfload(stack.placement_url, args, meter)
         result["all_up"] = all_up
         result.pop("providers")
     finally:
@@ -347,13 +369,13 @@ def galera_perfload(compose, args, meter):
 
 
 def images(stack):
-    return {name: docker.image_size(name) for name in stack.image_names()}
+    return {name: image_size(name) for name in stack.image_names()}
 
 
 def run(args):
     compose = compose_command()
-    stack = docker.BenchStack(ROOT, compose)
-    meter = cpu.CpuMeter(docker.PROJECT, docker.PORTS.values())
+    stack = bench_stack()
+    meter = cpu.CpuMeter(PROJECT, PORTS.values())
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine(args, compose)}
     results["defaults"] = report.defaults(ROOT)
     try:
@@ -378,7 +400,7 @@ def run(args):
             log(f"  restarted replica back UP after {results['restart']['back_up']:.1f}s")
 
             log(f"perfload: {args.providers} providers through the front door ({args.replicas} replicas)")
-            results["perfload_stack"] = perfload(stack.front_door, args, meter)
+            results["perfload_stack"] = perfload(stack.placement_url, args, meter)
             log(f"  loaded in {results['perfload_stack']['seconds']:.1f}s")
             results["memory_stack"] = stack_memory(stack)
 
@@ -400,7 +422,7 @@ def run(args):
             results["images"] = images(stack)
             if not args.no_galera:
                 log("perfload: the same stack on a 3-node Galera cluster (compose.galera.yaml)")
-                results["perfload_galera"] = galera_perfload(compose, args, meter)
+                results["perfload_galera"] = galera_perfload(args, meter)
                 log(f"  loaded in {results['perfload_galera']['seconds']:.1f}s")
     finally:
         log("tearing down placedock-bench (down -v)")

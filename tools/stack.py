@@ -10,13 +10,16 @@ until haproxy reports every replica UP, runs COMMAND with PLACEMENT_URL and
 friends in its environment, prints `ps` and the logs if COMMAND failed, and
 always ends with `down -v` unless PLACEDOCK_KEEP_STACK=1.
 
-Tests import this module for the same project settings (see tests/conftest.py).
+Tests import this module for the same project settings (see tests/conftest.py);
+it is the one place that talks to a compose project and reads Docker and
+haproxy for the tests, the faults and the benchmark (tools/bench.py) alike.
 """
 
 import argparse
 import csv
 import functools
 import io
+import json
 import os
 import re
 import signal
@@ -92,6 +95,58 @@ def docker(*args):
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def container_env(container):
+    """A container's environment, as {NAME: value}."""
+    env = json.loads(docker("inspect", "-f", "{{json .Config.Env}}", container))
+    return dict(item.split("=", 1) for item in env if "=" in item)
+
+
+def image_size(image):
+    """An image's size in bytes, as `docker images` counts it."""
+    return int(docker("image", "inspect", "--format", "{{.Size}}", image))
+
+
+def remove(container):
+    subprocess.run(["docker", "rm", "-f", container], check=False, capture_output=True)
+
+
+# Run inside a placement container: every uwsgi process with its RSS, PSS and
+# USS (the pages no other process maps). PID 1 is the uwsgi master (the
+# entrypoint execs it); the others are workers.
+_MEMORY_PROBE = r"""
+import json, os
+out = []
+for pid in sorted((p for p in os.listdir('/proc') if p.isdigit()), key=int):
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            cmd = f.read().split(b'\0')[0].decode()
+        if os.path.basename(cmd) != 'uwsgi':
+            continue
+        fields = {}
+        for name in ('status', 'smaps_rollup'):
+            with open(f'/proc/{pid}/{name}') as f:
+                for line in f:
+                    key, _, value = line.partition(':')
+                    fields.setdefault(key, value.split())
+    except OSError:
+        continue
+    out.append({
+        'pid': int(pid),
+        'role': 'master' if pid == '1' else 'worker',
+        'threads': int(fields['Threads'][0]),
+        'rss_kib': int(fields['VmRSS'][0]),
+        'pss_kib': int(fields['Pss'][0]),
+        'uss_kib': int(fields['Private_Clean'][0]) + int(fields['Private_Dirty'][0]),
+    })
+print(json.dumps(out))
+"""
+
+
+def uwsgi_memory(container):
+    """Every uwsgi process of a placement container: role, threads, RSS, PSS and USS in KiB."""
+    return json.loads(docker("exec", container, "python3", "-c", _MEMORY_PROBE))
+
+
 def container_name(container):
     return docker("inspect", "-f", "{{.Name}}", container).lstrip("/")
 
@@ -141,7 +196,7 @@ class Stack:
     given database, plus any compose files in `extra` (e.g. compose.src.yaml)
     merged over it."""
 
-    def __init__(self, mode="noauth", project=PROJECT, extra=(), database="mariadb", **env):
+    def __init__(self, mode="noauth", project=PROJECT, extra=(), database="mariadb", quiet=False, **env):
         self.mode = mode
         self.database = database
         self.project = project
@@ -149,7 +204,19 @@ class Stack:
         for name in (*MODES[mode], *DATABASES[database], *extra):
             self.base += ["-f", str(ROOT / name)]
         self.base += ["-p", project]
-        self.env = {**os.environ, **ports(), **env}
+        # The stack's uwsgi settings are its own: none from the caller's shell.
+        caller = {k: v for k, v in os.environ.items() if not k.startswith("UWSGI_")}
+        self.env = {**caller, **ports(), **{k: str(v) for k, v in env.items()}}
+        # quiet: compose's own output is kept, not printed (the benchmark's log).
+        self.quiet = quiet
+
+    @property
+    def placement_url(self):
+        return f"http://127.0.0.1:{self.env['PLACEMENT_PORT']}"
+
+    @property
+    def stats_url(self):
+        return f"http://127.0.0.1:{self.env['HAPROXY_STATS_PORT']}"
 
     def compose(self, *args, check=True, capture=False, timeout=600):
         return subprocess.run(
@@ -158,7 +225,7 @@ class Stack:
             env=self.env,
             check=check,
             text=True,
-            capture_output=capture,
+            capture_output=capture or self.quiet,
             timeout=timeout,
         )
 
@@ -190,13 +257,29 @@ class Stack:
     def build(self):
         self.compose("build", "-q")
 
-    def up(self, replicas, build=True):
-        """Up, and back once every service is healthy (one-shots: exited 0)."""
+    def up(self, replicas, build=True, wait=True):
+        """Up; with `wait`, back once every service is healthy (one-shots: exited 0)."""
         build_flag = ["--build"] if build else []
-        self.compose("up", "-d", "--wait", "--wait-timeout", "180", *build_flag, "--scale", f"placement={replicas}")
+        wait_flags = ["--wait", "--wait-timeout", "180"] if wait else []
+        self.compose("up", "-d", *wait_flags, *build_flag, "--scale", f"placement={replicas}")
 
     def down(self):
-        self.compose("down", "-v", "--remove-orphans", check=False)
+        self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+
+    def run_detached(self, service, *command, env=None):
+        """A one-off container of `service` (not in haproxy's DNS); its name."""
+        flags = [f"-e{k}={v}" for k, v in (env or {}).items()]
+        out = self.compose("run", "-d", "--no-deps", *flags, service, *command, capture=True).stdout
+        return out.strip().splitlines()[-1]
+
+    def image_names(self):
+        """Every image the project's services use, once each."""
+        names = []
+        for line in self.compose("config", capture=True).stdout.splitlines():
+            key, _, value = line.strip().partition(": ")
+            if key == "image" and value not in names:
+                names.append(value)
+        return names
 
     def dump(self):
         self.compose("ps", "-a", check=False)
@@ -233,27 +316,27 @@ def haproxy_retries(proxy="placement", url=None):
     return int(backend["wretr"] or 0) + int(backend["wredis"] or 0)
 
 
-def haproxy_servers():
+def haproxy_servers(url=None):
     """{server name: status} of the placement backend."""
-    return {row["svname"]: row["status"] for row in haproxy_stats()}
+    return {row["svname"]: row["status"] for row in haproxy_stats(url=url)}
 
 
-def up_servers():
-    return sorted(name for name, status in haproxy_servers().items() if status == "UP")
+def up_servers(url=None):
+    return sorted(name for name, status in haproxy_servers(url).items() if status == "UP")
 
 
-def wait_for_up(count, timeout=60.0):
+def wait_for_up(count, timeout=60.0, url=None, poll=0.2):
     """Wait until haproxy has exactly `count` replicas UP; return the seconds it took."""
     start = time.monotonic()
     seen = None
     while time.monotonic() - start < timeout:
         try:
-            seen = up_servers()
+            seen = up_servers(url)
         except OSError as exc:
             seen = f"stats not answering: {exc}"
         if isinstance(seen, list) and len(seen) == count:
             return time.monotonic() - start
-        time.sleep(0.2)
+        time.sleep(poll)
     raise TimeoutError(f"haproxy did not report {count} UP replicas within {timeout:g}s (last: {seen})")
 
 

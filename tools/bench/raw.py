@@ -155,7 +155,7 @@ class RawPlacement:
             self.proc.wait(timeout=10)
 
     def memory(self):
-        """The uwsgi master and its workers: role, threads, RSS and PSS in KiB."""
+        """The uwsgi master and its workers: role, threads, RSS, PSS and USS in KiB."""
         master = self.proc.pid
         pids = [master] + [pid for pid in _pids() if _ppid(pid) == master]
         out = []
@@ -169,6 +169,7 @@ class RawPlacement:
                         "threads": int(fields["Threads"][0]),
                         "rss_kib": int(fields["VmRSS"][0]),
                         "pss_kib": int(fields["Pss"][0]),
+                        "uss_kib": int(fields["Private_Clean"][0]) + int(fields["Private_Dirty"][0]),
                     }
                 )
         return out

@@ -12,11 +12,12 @@ MIB = 2**20
 MB = 10**6
 
 # The goals the report shows next to the numbers (it reports them, never asserts).
-GOAL_FRONT_DOOR_RATIO = 0.95
-GOAL_RAW_SLOWDOWN = 1.10
+GOAL_FRONT_DOOR_RATIO = 0.97
+GOAL_RAW_SLOWDOWN = 1.05
 GOAL_COLD_START_S = 15.0
-GOAL_PLACEMENT_IMAGE_MB = 180.0
-GOAL_WORKER_RSS_MB = 75.0
+GOAL_PLACEMENT_IMAGE_MB = 150.0
+# What each worker beyond the first adds: its USS (the pages only it maps).
+GOAL_WORKER_USS_MIB = 30.0
 
 
 # --- the repo's settings ----------------------------------------------------------
@@ -106,9 +107,14 @@ def goals(results):
     if stack and ref:
         pairs = [("perfload load time", stack["seconds"], ref["seconds"])]
         for query, entry in stack["allocation_candidates"].items():
-            pairs.append(
-                (f"allocation candidates ({query}) p50", entry["p50"], ref["allocation_candidates"][query]["p50"])
-            )
+            for quantile in ("p50", "p95"):
+                pairs.append(
+                    (
+                        f"allocation candidates ({query}) {quantile}",
+                        entry[quantile],
+                        ref["allocation_candidates"][query][quantile],
+                    )
+                )
         for label, mine, theirs in pairs:
             ratio = _ratio(mine, theirs)
             rows.append(
@@ -139,16 +145,18 @@ def goals(results):
                 f"{GOAL_PLACEMENT_IMAGE_MB - size / MB:+.1f} MB",
             )
         )
-    workers = _workers(results.get("memory_stack", {})) + _workers(results.get("memory_after_throughput", {}))
+    workers = [p for p in _workers(results.get("memory_stack", {})) if "uss_kib" in p]
     if workers:
-        worst = max(p["rss_kib"] for p in workers) * 1024 / MIB
-        pss = max(p["pss_kib"] for p in workers) * 1024 / MIB
+        worst = max(p["uss_kib"] for p in workers) / 1024
+        rss = max(p["rss_kib"] for p in workers) / 1024
+        pss = max(p["pss_kib"] for p in workers) / 1024
         rows.append(
             (
-                f"≤ {GOAL_WORKER_RSS_MB:g} MiB RSS per uwsgi worker (after perfload, after throughput)",
-                f"{worst:.1f} MiB, the largest of {len(workers)} readings (largest PSS {pss:.1f} MiB)",
-                worst <= GOAL_WORKER_RSS_MB,
-                f"{GOAL_WORKER_RSS_MB - worst:+.1f} MiB",
+                f"each uwsgi worker beyond the first adds ≤ {GOAL_WORKER_USS_MIB:g} MiB USS (after perfload)",
+                f"{worst:.1f} MiB, the largest of {len(workers)} workers (their largest RSS {rss:.1f} MiB, "
+                f"PSS {pss:.1f} MiB)",
+                worst <= GOAL_WORKER_USS_MIB,
+                f"{GOAL_WORKER_USS_MIB - worst:+.1f} MiB",
             )
         )
     return rows
@@ -166,7 +174,8 @@ def _table(header, rows):
 def _memory_rows(label, procs):
     rows = []
     for p in procs:
-        rows.append((label, p["role"], p["threads"], f"{p['rss_kib'] / 1024:.1f}", f"{p['pss_kib'] / 1024:.1f}"))
+        uss = f"{p['uss_kib'] / 1024:.1f}" if "uss_kib" in p else "n/a"
+        rows.append((label, p["role"], p["threads"], f"{p['rss_kib'] / 1024:.1f}", f"{p['pss_kib'] / 1024:.1f}", uss))
     return rows
 
 
@@ -610,11 +619,13 @@ def _size_section(results):
         _table(["image", "MB", "MiB"], rows),
         "",
         "Memory of every uwsgi process from `/proc/<pid>/status` (VmRSS) and `/proc/<pid>/smaps_rollup` "
-        "(PSS: shared pages divided among the processes sharing them). The workers fork from a master that "
-        "loaded the app, so much of each worker's RSS is shared with the master and its siblings: PSS is "
-        "the better measure of what one more worker costs.",
+        "(PSS: shared pages divided among the processes sharing them; USS: Private_Clean + Private_Dirty, "
+        "the pages no other process maps). The workers fork from a master that loaded the app and froze "
+        "its objects out of the garbage collector's sight (`gc.freeze()`, placement/placedock_wsgi.py), so "
+        "much of each worker's RSS is shared with the master and its siblings: a worker's USS is what one "
+        "more worker costs.",
         "",
-        _table(["process", "role", "threads", "RSS (MiB)", "PSS (MiB)"], mem_rows),
+        _table(["process", "role", "threads", "RSS (MiB)", "PSS (MiB)", "USS (MiB)"], mem_rows),
         "",
     ]
 
@@ -820,7 +831,13 @@ def _plot_perfload(ax, results):
     ax.set_title(f"Perfload: {stack['created']} providers, load time (lower is better)")
     ax.set_ylabel("seconds")
     if ref:
-        ax.axhline(ref["seconds"] * GOAL_RAW_SLOWDOWN, color="tab:red", ls="--", lw=1, label="raw + 10 % (goal)")
+        ax.axhline(
+            ref["seconds"] * GOAL_RAW_SLOWDOWN,
+            color="tab:red",
+            ls="--",
+            lw=1,
+            label=f"raw + {GOAL_RAW_SLOWDOWN - 1:.0%} (goal)",
+        )
         ax.legend(loc="lower right", fontsize=8)
 
 
