@@ -86,8 +86,8 @@ def uwsgi_ini(root, port):
     lines = []
     for line in (root / "placement" / "uwsgi.ini").read_text().splitlines():
         key = line.split("=", 1)[0].strip()
-        if key == "http-socket":
-            line = f"http-socket = 127.0.0.1:{port}"
+        if key in ("http-socket", "http11-socket"):
+            line = f"{key} = 127.0.0.1:{port}"
         elif key == "module":
             line = f"module = {UPSTREAM_MODULE}"
         elif key == "pythonpath":

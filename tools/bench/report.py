@@ -40,12 +40,17 @@ def defaults(root):
     haproxy = (root / "haproxy" / "haproxy.cfg").read_text()
     balance = re.search(r"^\s*balance\s+(\S+)", haproxy, re.M)
     slots = re.search(r"^\s*server-template\s+\S+\s+(\d+)", haproxy, re.M)
+    maxconn = re.search(r"^\s*default-server\s.*\bmaxconn\s+(\d+)", haproxy, re.M)
+    reuse = re.search(r"^\s*http-reuse\s+(\S+)", haproxy, re.M)
     processes, threads = raw.image_workers(root)
     return {
         "processes": processes,
         "threads": threads,
         "listen": uwsgi.get("listen"),
-        "add_header": uwsgi.get("add-header", ""),
+        "socket": "http11-socket" if "http11-socket" in uwsgi else "http-socket",
+        "socket_timeout": uwsgi.get("socket-timeout"),
+        "server_maxconn": int(maxconn.group(1)) if maxconn else 0,
+        "http_reuse": reuse.group(1) if reuse else "safe",
         "pool": int(placement_env["OS_PLACEMENT_DATABASE__MAX_POOL_SIZE"]),
         "overflow": int(placement_env["OS_PLACEMENT_DATABASE__MAX_OVERFLOW"]),
         "pool_timeout": placement_env.get("OS_PLACEMENT_DATABASE__POOL_TIMEOUT"),
@@ -764,10 +769,13 @@ def _defaults_section(results, d):
         f"- **{d['balance']}** (`haproxy/haproxy.cfg`). Placement's requests are short and alike, so taking "
         "turns spreads them evenly (the stack tests check the spread); section 2's scaled runs show what "
         "more replicas give on this machine.",
-        f"- **`{d['add_header']}` from uwsgi**. uwsgi's `http-socket` closes the connection after every "
-        "response while answering HTTP/1.1 without saying so; without the header haproxy and clients that "
-        "reuse connections hit resets. The price is a new TCP connection from haproxy to the replica for "
-        "every request. This run: " + ("; ".join(haproxy_ratio) or "not measured") + ".",
+        f"- **Keep-alive from haproxy to the replicas** (uwsgi's `{d['socket']}`, haproxy's "
+        f"`http-reuse {d['http_reuse']}`, at most {d['server_maxconn']} connections per replica). Requests "
+        "reuse open connections instead of paying for a new TCP connection each. uwsgi holds a thread for "
+        "each open connection, idle or not, so haproxy opens fewer than a replica has threads "
+        f"({d['processes']} × {d['threads']}) and queues the rest; idle ones close within "
+        f"{d['socket_timeout']} s (uwsgi's `socket-timeout`), which is also the most a replica's stop waits "
+        "for them. This run: " + ("; ".join(haproxy_ratio) or "not measured") + ".",
         "",
     ]
 
