@@ -106,45 +106,21 @@ def image_size(image):
     return int(docker("image", "inspect", "--format", "{{.Size}}", image))
 
 
+def image_layers(image):
+    """[(bytes, the build step that made it)] of an image's layers, oldest first."""
+    out = docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", image)
+    rows = [line.split("\t", 1) for line in out.splitlines()]
+    return [(int(size), step) for size, step in reversed(rows)]
+
+
 def remove(container):
     subprocess.run(["docker", "rm", "-f", container], check=False, capture_output=True)
 
 
-# Run inside a placement container: every uwsgi process with its RSS, PSS and
-# USS (the pages no other process maps). PID 1 is the uwsgi master (the
-# entrypoint execs it); the others are workers.
-_MEMORY_PROBE = r"""
-import json, os
-out = []
-for pid in sorted((p for p in os.listdir('/proc') if p.isdigit()), key=int):
-    try:
-        with open(f'/proc/{pid}/cmdline', 'rb') as f:
-            cmd = f.read().split(b'\0')[0].decode()
-        if os.path.basename(cmd) != 'uwsgi':
-            continue
-        fields = {}
-        for name in ('status', 'smaps_rollup'):
-            with open(f'/proc/{pid}/{name}') as f:
-                for line in f:
-                    key, _, value = line.partition(':')
-                    fields.setdefault(key, value.split())
-    except OSError:
-        continue
-    out.append({
-        'pid': int(pid),
-        'role': 'master' if pid == '1' else 'worker',
-        'threads': int(fields['Threads'][0]),
-        'rss_kib': int(fields['VmRSS'][0]),
-        'pss_kib': int(fields['Pss'][0]),
-        'uss_kib': int(fields['Private_Clean'][0]) + int(fields['Private_Dirty'][0]),
-    })
-print(json.dumps(out))
-"""
-
-
 def uwsgi_memory(container):
     """Every uwsgi process of a placement container: role, threads, RSS, PSS and USS in KiB."""
-    return json.loads(docker("exec", container, "python3", "-c", _MEMORY_PROBE))
+    probe = (ROOT / "tools" / "procmem.py").read_text()
+    return json.loads(docker("exec", container, "python3", "-c", probe))
 
 
 def container_name(container):

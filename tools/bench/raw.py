@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import stack
+from procmem import process_memory
 
 from . import load
 
@@ -158,21 +159,8 @@ class RawPlacement:
         """The uwsgi master and its workers: role, threads, RSS, PSS and USS in KiB."""
         master = self.proc.pid
         pids = [master] + [pid for pid in _pids() if _ppid(pid) == master]
-        out = []
-        for pid in pids:
-            fields = _proc_fields(pid)
-            if fields:
-                out.append(
-                    {
-                        "pid": pid,
-                        "role": "master" if pid == master else "worker",
-                        "threads": int(fields["Threads"][0]),
-                        "rss_kib": int(fields["VmRSS"][0]),
-                        "pss_kib": int(fields["Pss"][0]),
-                        "uss_kib": int(fields["Private_Clean"][0]) + int(fields["Private_Dirty"][0]),
-                    }
-                )
-        return out
+        rows = (process_memory(pid, "master" if pid == master else "worker") for pid in pids)
+        return [row for row in rows if row]
 
 
 def _pids():
@@ -185,16 +173,3 @@ def _ppid(pid):
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _proc_fields(pid):
-    fields = {}
-    try:
-        for name in ("status", "smaps_rollup"):
-            with open(f"/proc/{pid}/{name}") as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    fields.setdefault(key, value.split())
-    except OSError:
-        return None
-    return fields
