@@ -167,6 +167,57 @@ def goals(results):
     return rows
 
 
+def _layers(results):
+    """The placement image's bytes by where they come from: (base, Debian's Python, the venv, the rest)."""
+    layers = results.get("placement_layers") or []
+    if not layers:
+        return None
+    base = layers[0][0]
+    python = sum(size for size, step in layers if "apt-get install" in step)
+    venv = sum(size for size, step in layers if "/opt/venv" in step and "COPY" in step)
+    return base, python, venv, sum(size for size, _ in layers) - base - python - venv
+
+
+def _what_it_would_take(results):
+    """For each missed goal: by how much, from this run's figures, and what would close it."""
+    missed = {goal for goal, _, ok, _ in goals(results) if not ok}
+    lines = []
+    if any(goal.startswith("front door") for goal in missed):
+        lines.append(
+            "- **Front door.** Its proxies' own CPU per request is the cost to compare (see section 2): with "
+            "keep-alive to the replicas haproxy pays no TCP connection per request, and what is left is "
+            "haproxy's parsing and docker's userland proxy on the published port. The ratio of one run swings "
+            "by more than that on this shared machine (the slices of each target in section 2). What would "
+            "close the rest: no userland proxy (`dockerd --userland-proxy=false`, the port published by "
+            "iptables alone: the engine's choice, not the stack's), and a quiet machine to measure it on."
+        )
+    layers = _layers(results)
+    if any(goal.startswith("placement image") for goal in missed) and layers:
+        base, python, venv, rest = (size / MB for size in layers)
+        lines.append(
+            f"- **Image.** {base:.1f} MB are the base image (shared with every other image of the stack), "
+            f"{python:.1f} MB Debian's Python 3.11 with its libraries, {venv:.1f} MB the venv (only the "
+            f"bytecode placement imports, placement/trim.py) and {rest:.1f} MB the rest. What would take it "
+            "to the goal, each an estimate this run did not measure: the same trim for the standard library's "
+            "bytecode (about 6 MB, but it lives in Debian's layer and healthcheck.py and the other scripts "
+            "import from it too), and a final stage built from scratch with only the files Python needs, "
+            "without apt, dpkg and perl (about 20 MB), at the price of sharing no layer with the other images, "
+            "so that the stack as a whole would take more disk, not less."
+        )
+    if any(goal.startswith("each uwsgi worker") for goal in missed):
+        lines.append(
+            "- **Worker memory.** A worker's USS is what it has written since the fork: its own caches "
+            "(SQLAlchemy's compiled statements, placement's) and every page of the master's objects whose "
+            "reference counts it changed, which CPython 3.11 does on each use; `gc.freeze()` stopped the "
+            "collector from adding to it. What would close the rest: fewer processes and more threads per "
+            "replica (section 5's variants: threads share one copy of everything), or recycling workers "
+            "(uwsgi's `max-requests`) at the price of their warm caches."
+        )
+    if lines:
+        lines = ["Where a goal is missed, what it would take:", "", *lines, ""]
+    return lines
+
+
 # --- markdown ------------------------------------------------------------------------
 
 
@@ -226,6 +277,7 @@ def write_markdown(results, path, png_name):
             [(g, v, "met" if ok else "**missed**", margin) for g, v, ok, margin in goals(results)],
         ),
         "",
+        *_what_it_would_take(results),
     ]
     out += _perfload_section(results, a)
     out += _throughput_section(results, a)
