@@ -109,8 +109,8 @@ def image_size(image):
 def image_layers(image):
     """[(bytes, the build step that made it)] of an image's layers, oldest first."""
     out = docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", image)
-    rows = [line.split("\t", 1) for line in out.splitlines()]
-    return [(int(size), step) for size, step in reversed(rows)]
+    rows = [line.partition("\t") for line in out.splitlines()]  # the base's own step is empty
+    return [(int(size), step) for size, _, step in reversed(rows)]
 
 
 def remove(container):
