@@ -48,6 +48,7 @@ from stack import (
     container_health,
     container_ip,
     haproxy_stats,
+    image,
     image_layers,
     image_size,
     remove,
@@ -421,8 +422,7 @@ def run(args):
                 log(f"uwsgi variants: {', '.join(f'{p}x{t}' for p, t in args.variants)}")
                 results["variants"] = variants(stack, providers, args, meter)
             results["images"] = images(stack)
-            placement = next(name for name in results["images"] if "/placement:" in name)
-            results["placement_layers"] = image_layers(placement)
+            results["placement_layers"] = image_layers(image("placement"))
             if not args.no_galera:
                 log("perfload: the same stack on a 3-node Galera cluster (compose.galera.yaml)")
                 results["perfload_galera"] = galera_perfload(args, meter)

@@ -342,14 +342,20 @@ def keystone_token(username, password, project_name):
     return session.Session(auth=auth).get_token()
 
 
+def admin_token():
+    """A new token of keystone's bootstrap admin (env/keystone-accounts.env)."""
+    accounts = env_file("keystone-accounts.env")
+    return keystone_token(
+        accounts["OS_BOOTSTRAP_USERNAME"], accounts["OS_BOOTSTRAP_PASSWORD"], accounts["OS_BOOTSTRAP_PROJECT_NAME"]
+    )
+
+
 def keystone_tokens():
     """Tokens for the suites: admin, member, and placement's service user."""
     accounts = env_file("keystone-accounts.env")
     service = env_file("placement-keystone.env")
     return {
-        "PLACEMENT_TOKEN": keystone_token(
-            accounts["OS_BOOTSTRAP_USERNAME"], accounts["OS_BOOTSTRAP_PASSWORD"], accounts["OS_BOOTSTRAP_PROJECT_NAME"]
-        ),
+        "PLACEMENT_TOKEN": admin_token(),
         "PLACEMENT_MEMBER_TOKEN": keystone_token(
             accounts["PLACEDOCK_MEMBER_USERNAME"],
             accounts["PLACEDOCK_MEMBER_PASSWORD"],

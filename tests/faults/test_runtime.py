@@ -24,10 +24,6 @@ def replicas(compose_stack):
     stack.wait_for_up(REPLICAS, timeout=60)
 
 
-def container_ip(container):
-    return stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container)
-
-
 def answers(ip):
     try:
         return requests.get(f"http://{ip}:8778/", timeout=1).status_code == 200
@@ -39,7 +35,7 @@ def into_rotation(containers, count, timeout=60):
     """(seconds until every container answered by itself, seconds from then
     until haproxy had `count` replicas UP): start-up, then detection."""
     started = time.monotonic()
-    ips = [container_ip(c) for c in containers]
+    ips = [stack.container_ip(c) for c in containers]
     wait_until(lambda: all(answers(ip) for ip in ips), timeout=timeout, step=0.1)
     ready = time.monotonic()
     wait_until(lambda: len(stack.up_servers()) == count, timeout=timeout)
@@ -196,18 +192,10 @@ def paused(compose_stack):
         wait_until(lambda c=container: stack.container_health(c) == "healthy", timeout=60, step=0.2)
 
 
-def new_admin_token():
-    """An admin token that no placement replica has validated (or cached) yet."""
-    accounts = stack.env_file("keystone-accounts.env")
-    return stack.keystone_token(
-        accounts["OS_BOOTSTRAP_USERNAME"], accounts["OS_BOOTSTRAP_PASSWORD"], accounts["OS_BOOTSTRAP_PROJECT_NAME"]
-    )
-
-
 def test_keystone_hung_gives_json_503_within_3s_and_no_retry(placement_url, admin_headers, paused):
     url = f"{placement_url}/resource_providers"
     assert requests.get(url, headers=admin_headers, timeout=10).status_code == 200  # admin's token: cached
-    fresh = {**admin_headers, "x-auth-token": new_admin_token()}
+    fresh = {**admin_headers, "x-auth-token": stack.admin_token()}  # new: no replica has validated it
     retries = stack.haproxy_retries()
     paused("keystone")
     answers = [timed_get(url, fresh) for _ in range(3)]
@@ -238,7 +226,7 @@ def test_memcached_hung_tokens_validated_at_keystone_within_3s(placement_url, ad
     answers = []
     for _ in range(12):
         answers.append(timed_get(url, admin_headers))
-        answers.append(timed_get(url, {**admin_headers, "x-auth-token": new_admin_token()}))
+        answers.append(timed_get(url, {**admin_headers, "x-auth-token": stack.admin_token()}))
     took = sorted(t for _, t in answers)
     median = took[len(took) // 2]
     print(
