@@ -11,6 +11,10 @@ die() {
     exit 1
 }
 
+# NAME_FILE=/run/secrets/... sets NAME (swarm/stack.yaml gives the URLs so).
+# shellcheck source=placement/file-env.sh
+. /usr/local/lib/placedock/file-env.sh
+
 datadir=/var/lib/mysql
 init=/run/mysqld/placedock-init.sql
 

@@ -10,6 +10,10 @@ die() {
     exit 1
 }
 
+# NAME_FILE=/run/secrets/... for the settings that hold credentials.
+# shellcheck source=placement/file-env.sh
+. /usr/local/lib/placedock/file-env.sh
+
 if [ "${1:-}" = uwsgi ]; then
     case "${OS_API__AUTH_STRATEGY:-}" in
         noauth2) ;;
@@ -32,10 +36,13 @@ if [ -n "${PLACEMENT_SRC:-}" ]; then
     export PYTHONPATH="$PLACEMENT_SRC${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-case "${DB_SYNC:=False}" in
-    True | False) ;;
-    *) die "DB_SYNC=$DB_SYNC is not valid: use True or False" ;;
-esac
+for var in DB_SYNC DB_SCHEMA_WAIT; do
+    eval "value=\${$var:=False}"
+    case "$value" in
+        True | False) ;;
+        *) die "$var=$value is not valid: use True or False" ;;
+    esac
+done
 
 # Option values, memcached (keystone mode), database: see preflight.py. uwsgi
 # runs these checks itself as it loads the app (placedock_wsgi.py), unless the
@@ -47,6 +54,11 @@ fi
 if [ "$DB_SYNC" = True ]; then
     echo "placedock: DB_SYNC=True: running placement-manage db sync" >&2
     placement-manage db sync
+fi
+
+# Another one migrates (a swarm job, as swarm/stack.yaml): wait for its schema.
+if [ "$DB_SCHEMA_WAIT" = True ]; then
+    python3 /usr/local/lib/placedock/schemawait.py
 fi
 
 if [ "${1:-}" = uwsgi ] && [ -n "${PLACEMENT_SRC:-}" ]; then
