@@ -67,7 +67,8 @@ def galera_stats_url():
 
 
 def keystone_url():
-    return f"http://127.0.0.1:{ports()['KEYSTONE_PORT']}/v3"
+    """The test stack's keystone, unless KEYSTONE_URL names another (the test swarm's)."""
+    return os.environ.get("KEYSTONE_URL") or f"http://127.0.0.1:{ports()['KEYSTONE_PORT']}/v3"
 
 
 def default_release():
