@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """placedock on a Docker Swarm (swarm/stack.yaml; README, "Several hosts").
 
-    python tools/swarm.py registry [--publish SPEC ...]   start the image registry on this engine
+    python tools/swarm.py registry [--publish SPEC ...]   start the image registry on this engine (port 5050)
     python tools/swarm.py push [--registry ADDRESS]       build every image, tag it, push it
     python tools/swarm.py deploy [--keystone]             secrets, docker stack deploy, wait
     python tools/swarm.py wait                            until every service has converged
@@ -31,6 +31,9 @@ STACK_FILES = {"noauth": ["swarm/stack.yaml"], "keystone": ["swarm/stack.yaml", 
 # Every image a stack runs (placement's tag is its release, the others' PLACEDOCK_TAG).
 IMAGES = ("placement", "mariadb", "memcached", "haproxy", "keystone")
 REGISTRY_IMAGE = "registry"
+# The registry's port on its host: 5050, as keystone has 5000 (OpenStack's
+# identity port), and both may run on the manager.
+REGISTRY_PUBLISH = "5050:5000"
 # The swarm secrets: made from the dev defaults in env/ when they do not exist
 # yet (README, "Several hosts": make your own first). name -> (env file, variable).
 SECRETS = {
@@ -71,7 +74,7 @@ def registry_address(push=False):
     """host:port of the registry, as the nodes know it, or as this engine pushes to it."""
     value = (push and os.environ.get("PLACEDOCK_REGISTRY_PUSH")) or os.environ.get("PLACEDOCK_REGISTRY")
     if not value:
-        sys.exit("swarm: PLACEDOCK_REGISTRY is not set: the registry the nodes pull from, e.g. manager.example:5000")
+        sys.exit("swarm: PLACEDOCK_REGISTRY is not set: the registry the nodes pull from, e.g. manager.example:5050")
     if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?", value):
         sys.exit(f"swarm: PLACEDOCK_REGISTRY={value} is not host:port")
     return value
@@ -173,10 +176,23 @@ def update_state(name):
     return manager("service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", name)
 
 
-def wait(timeout):
-    """Seconds until the stack has converged (a TimeoutError with the tasks that have not, after `timeout`)."""
+def wait(timeout, settle=3):
+    """Seconds until the stack has converged and stayed so for `settle`
+    seconds: swarm starts a service's update a moment after the deploy
+    returned, and until then the old tasks look converged. A TimeoutError
+    with the tasks that have not, after `timeout`."""
+    stable_since = None
+
+    def settled():
+        nonlocal stable_since
+        if not converged():
+            stable_since = None
+            return False
+        stable_since = stable_since or time.monotonic()
+        return time.monotonic() - stable_since >= settle
+
     try:
-        return stack.wait_until(converged, timeout=timeout, step=1, what=f"stack {STACK} converged")
+        return stack.wait_until(settled, timeout=timeout, step=1, what=f"stack {STACK} converged")
     except TimeoutError:
         log(manager("stack", "ps", STACK, "--no-trunc", "--format", "{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}"))
         raise
@@ -206,7 +222,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
     reg = sub.add_parser("registry", help="build and start the image registry on this engine")
-    reg.add_argument("--publish", action="append", help="docker run -p SPEC (default 5000:5000); repeatable")
+    reg.add_argument("--publish", action="append", help=f"docker run -p SPEC (default {REGISTRY_PUBLISH}); repeatable")
     reg.add_argument("--name", default="placedock-registry")
     sub.add_parser("push", help="build every image, tag it for the registry, push it")
     dep = sub.add_parser("deploy", help="create missing secrets, docker stack deploy, wait until converged")
@@ -218,7 +234,7 @@ def main():
     sub.add_parser("rm", help="docker stack rm, and wait until it is gone")
     args = parser.parse_args()
     if args.action == "registry":
-        start_registry(args.name, args.publish or ["5000:5000"], volume=args.name)
+        start_registry(args.name, args.publish or [REGISTRY_PUBLISH], volume=args.name)
     elif args.action == "push":
         push()
     elif args.action == "deploy":

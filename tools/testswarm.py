@@ -13,7 +13,7 @@ nsenter, its own data root, exec root, socket and hostname (node-N). Node 1
 is the manager and is labelled placedock.database=true and
 placedock.keystone=true; the others join as
 workers. The image registry runs on this machine's own engine
-(placedock-testswarm-registry): the nodes pull from 10.99.0.1:5000, this
+(placedock-testswarm-registry): the nodes pull from 10.99.0.1:5050, this
 engine pushes to 127.0.0.1:15050. Traffic stays on the bridge and loopback.
 
 `down` works from any state a failed `up` left: engines are stopped by their
@@ -44,7 +44,7 @@ HOST_ADDRESS = f"{SUBNET}.1"
 STATE = Path("/var/lib/placedock-testswarm")  # data roots and logs
 RUN = Path("/run/placedock-testswarm")  # exec roots, sockets, pid files
 REGISTRY = "placedock-testswarm-registry"
-REGISTRY_PULL = f"{HOST_ADDRESS}:5000"
+REGISTRY_PULL = f"{HOST_ADDRESS}:5050"
 REGISTRY_PUSH = "127.0.0.1:15050"
 # Swarm's overlay networks, inside the nodes: clear of the hosts' subnet.
 OVERLAY_POOL = "10.10.0.0/16"
@@ -120,11 +120,32 @@ def make_node(n):
         subprocess.Popen([*command, *dockerd], stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def up(nodes):
-    if Path(f"/sys/class/net/{BRIDGE}").exists() or RUN.exists():
+def exists():
+    return Path(f"/sys/class/net/{BRIDGE}").exists() or RUN.exists()
+
+
+def check_host():
+    """Exit with one line when the test swarm cannot be made here."""
+    if exists():
         sys.exit("testswarm: a test swarm is already here: `python tools/testswarm.py down` removes it")
     if os.geteuid() != 0:
         sys.exit("testswarm: needs root (ip netns, nsenter, iptables)")
+    missing = [tool for tool in ("ip", "nsenter", "unshare", "iptables", "dockerd") if not shutil.which(tool)]
+    if missing:
+        sys.exit(f"testswarm: {', '.join(missing)} not found (Debian: iproute2, util-linux, iptables, docker.io)")
+
+
+def up(nodes):
+    """Make the test hosts and their swarm; what failed on the way is removed again."""
+    check_host()
+    try:
+        return make_swarm(nodes)
+    except BaseException:
+        down()
+        raise
+
+
+def make_swarm(nodes):
     started = time.monotonic()
     RUN.mkdir(parents=True)
     sh("ip", "link", "add", BRIDGE, "type", "bridge")
@@ -241,6 +262,7 @@ def run(args):
     # A SIGTERM (CI's timeout, tox interrupted) still removes the test hosts.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     deadline = time.monotonic() + args.timeout
+    check_host()  # before the try: a test swarm that is already here is not ours to remove
     try:
         env = up(args.nodes)
         os.environ.update(env)
