@@ -59,6 +59,11 @@ CASES = {
     "no auth strategy": ({}, "OS_API__AUTH_STRATEGY is not set"),
     "unknown auth strategy": ({"OS_API__AUTH_STRATEGY": "noauth"}, "OS_API__AUTH_STRATEGY=noauth is not supported"),
     "bad DB_SYNC": ({**NOAUTH, "DB_SYNC": "yes"}, "DB_SYNC=yes is not valid"),
+    "bad DB_SCHEMA_WAIT": ({**NOAUTH, "DB_SCHEMA_WAIT": "yes"}, "DB_SCHEMA_WAIT=yes is not valid"),
+    "secret file that is not there": (
+        {**NOAUTH, "OS_PLACEMENT_DATABASE__CONNECTION_FILE": "/run/secrets/placement-db-connection"},
+        "OS_PLACEMENT_DATABASE__CONNECTION_FILE=/run/secrets/placement-db-connection: no readable file there",
+    ),
     "malformed database URL": (
         {**NOAUTH, "OS_PLACEMENT_DATABASE__CONNECTION": "mariadb:placement"},
         "OS_PLACEMENT_DATABASE__CONNECTION is not a database URL",
