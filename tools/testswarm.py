@@ -166,7 +166,10 @@ def make_swarm(nodes):
     # The stateful services' node: mariadb's data, keystone's keys.
     labels = ["--label-add", "placedock.database=true", "--label-add", "placedock.keystone=true"]
     node_docker(1, "node", "update", *labels, "node-1")
-    ready = lambda: node_docker(1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * nodes  # noqa: E731
+
+    def ready():
+        return node_docker(1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * nodes
+
     stack.wait_until(ready, timeout=60, step=0.5, what=f"{nodes} nodes Ready")
     log(f"{nodes} nodes up and in one swarm in {time.monotonic() - started:.1f}s")
     return settings(nodes)
@@ -188,24 +191,34 @@ def running_under(path):
 
 def alive(pid):
     try:
+        # An engine this process started (`run`) is its child: reap it once it
+        # exited, or it stays a zombie that looks alive.
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return True
 
 
+def signal_pid(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def stop(pids, timeout):
     for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        signal_pid(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in pids:
         if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            signal_pid(pid, signal.SIGKILL)
 
 
 def mounts_under(*roots):
