@@ -3,7 +3,8 @@ database front door (haproxy/galera.cfg), placement on top, run by
 `tox -e galera` after the gabbi suite and the stack tests.
 
 The cluster formed with no human step; one node takes every connection; a
-node that is not Synced gets none; a misconfigured node stops with one line;
+node that is not Synced gets none; a node Galera disconnected for good is
+restarted and rejoins; a misconfigured node stops with one line;
 the writer killed under load loses no acknowledged write and rejoins; all
 three stopped, or killed, and started again form the cluster with every row.
 Each test prints what it measured."""
@@ -144,6 +145,23 @@ def test_a_node_that_is_not_synced_gets_no_traffic(nodes):
         desync("OFF")
     back = wait_until(lambda: door_status(node) == "UP", timeout=15, what=f"{node} back in the front door")
     print(f"galera: a desynced node was out of the front door in {out:.1f}s, back {back:.1f}s after it synced")
+
+
+def test_a_node_whose_provider_gave_up_is_restarted_and_rejoins(nodes):
+    """Galera can leave a node up but Disconnected for good ("node restart
+    required"); galera-node's watchdog stops it, and docker starts it again.
+    Emptying wsrep_cluster_address puts a node in that state at will."""
+    node = BACKUPS[-1]
+    before = stack.started_at(nodes[node])
+    cut = time.monotonic()
+    stack.docker("exec", "-u", "root", nodes[node], "mariadb", "-e", "SET GLOBAL wsrep_cluster_address = ''")
+    assert wsrep(nodes[node])["wsrep_cluster_status"] == "Disconnected"
+    restarted = wait_until(lambda: stack.started_at(nodes[node]) != before, timeout=30, step=0.5, what="restarted")
+    back = wait_until(lambda: synced(nodes[node]) and door_status(node) == "UP", timeout=90, step=0.5, what="rejoined")
+    said = [line for line in logs_since(nodes[node], cut) if "will not rejoin: stopping mariadbd" in line]
+    print(f"galera: a disconnected node was restarted {restarted:.1f}s later and Synced and UP {back:.1f}s after that")
+    assert said, "galera-node did not say why it stopped the node"
+    assert all_synced(nodes)
 
 
 @pytest.mark.parametrize(
