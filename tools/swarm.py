@@ -2,7 +2,7 @@
 """placedock on a Docker Swarm (swarm/stack.yaml; README, "Several hosts").
 
     python tools/swarm.py registry [--publish SPEC ...]   start the image registry on this engine (port 5050)
-    python tools/swarm.py push [--registry ADDRESS]       build every image, tag it, push it
+    python tools/swarm.py push                            build every image, tag it, push it to the registry
     python tools/swarm.py deploy [--keystone]             secrets, docker stack deploy, wait
     python tools/swarm.py wait                            until every service has converged
     python tools/swarm.py rm                              docker stack rm, and wait until it is gone
@@ -43,12 +43,8 @@ SECRETS = {
     "keystone-member-password": ("keystone-accounts.env", "PLACEDOCK_MEMBER_PASSWORD"),
     "placement-service-password": ("placement-keystone.env", "OS_KEYSTONE_AUTHTOKEN__PASSWORD"),
 }
-KEYSTONE_SECRETS = {
-    "keystone-db-connection",
-    "keystone-admin-password",
-    "keystone-member-password",
-    "placement-service-password",
-}
+# noauth mode needs only the database URL; keystone mode all of them.
+NOAUTH_SECRETS = {"placement-db-connection"}
 
 
 def log(message):
@@ -119,7 +115,7 @@ def ensure_secrets(mode):
     """Create the mode's swarm secrets that do not exist yet, from env/'s dev defaults."""
     existing = set(manager("secret", "ls", "--format", "{{.Name}}").split())
     for name, (env_file, var) in SECRETS.items():
-        if mode == "noauth" and name in KEYSTONE_SECRETS:
+        if mode == "noauth" and name not in NOAUTH_SECRETS:
             continue
         secret = f"placedock-{name}"
         if secret in existing:
