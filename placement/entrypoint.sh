@@ -1,6 +1,7 @@
 #!/bin/sh
-# Check the settings, optionally migrate the database, then exec the command
-# (uwsgi by default) so that it is PID 1 and receives SIGTERM. With
+# Check the settings, optionally migrate the database, then run the command:
+# uwsgi by default, which leaves haproxy's rotation before it stops (below);
+# any other command is exec'd so that it is PID 1 and receives SIGTERM. With
 # PLACEMENT_SRC, the placement tree there is run instead of the installed
 # release, and reloaded when it changes (reloader.py).
 set -eu
@@ -64,4 +65,40 @@ fi
 if [ "${1:-}" = uwsgi ] && [ -n "${PLACEMENT_SRC:-}" ]; then
     exec python3 /usr/local/lib/placedock/reloader.py "$@"
 fi
-exec "$@"
+[ "${1:-}" = uwsgi ] || exec "$@"
+
+# Stopping without failing a request. haproxy keeps connections open to the
+# replica and may send a request on one at the moment the replica closes it;
+# a GET is then sent again, a POST cannot be. So SIGTERM (docker stop, a scale
+# down) first takes the replica out of every haproxy's rotation: its answer to
+# their health checks turns to 404 (placedock_wsgi.py; haproxy.cfg's
+# http-check disable-on-404), and after PLACEMENT_STOP_DRAIN seconds, time
+# for the next check, the server gets the SIGTERM and finishes what is in
+# flight. For this one job the shell stays PID 1; other signals pass through.
+drain=${PLACEMENT_STOP_DRAIN:-3}
+case "$drain" in
+    "" | *[!0-9]*) die "PLACEMENT_STOP_DRAIN=$drain is not valid: use whole seconds, e.g. 3 (0: no drain)" ;;
+esac
+export PLACEDOCK_STOPPING=/tmp/placedock-stopping
+rm -f "$PLACEDOCK_STOPPING"
+"$@" &
+server=$!
+stop() {
+    trap '' TERM
+    echo "placedock: SIGTERM: out of haproxy's rotation, stopping in ${drain}s" >&2
+    : >"$PLACEDOCK_STOPPING"
+    sleep "$drain"
+    kill -TERM "$server" 2>/dev/null || true
+}
+trap stop TERM
+for signal in HUP INT QUIT USR1 USR2; do
+    # shellcheck disable=SC2064 # the signal's name now, the server's pid then
+    trap "kill -$signal \$server 2>/dev/null || true" "$signal"
+done
+# wait returns early when a trapped signal arrives: wait again until the
+# server itself has exited, and exit as it did.
+while :; do
+    status=0
+    wait "$server" || status=$?
+    kill -0 "$server" 2>/dev/null || exit "$status"
+done

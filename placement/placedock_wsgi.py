@@ -20,6 +20,7 @@ change until then; end-of-file instead of a go means it is not needed.
 
 import gc
 import importlib
+import json
 import os
 import sys
 import traceback
@@ -41,6 +42,25 @@ WARM = (
     "os_resource_classes",
     "microversion_parse",
 )
+
+STOPPING_ERROR = {"status": 404, "title": "Not Found", "detail": "This replica is stopping.", "code": "placedock.stop"}
+STOPPING = json.dumps({"errors": [STOPPING_ERROR]}).encode()
+
+
+def stop_aware(app, flag):
+    """haproxy's health checks (they carry X-Placedock-Check) answered 404
+    once the entrypoint has been told to stop and made `flag`: haproxy then
+    sends this replica no new request (http-check disable-on-404). Every
+    other request is served as usual until the server itself stops."""
+
+    def check_or_app(environ, start_response):
+        if "HTTP_X_PLACEDOCK_CHECK" in environ and os.path.exists(flag):
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [STOPPING]
+        return app(environ, start_response)
+
+    return check_or_app
+
 
 standby = os.environ.pop("PLACEDOCK_STANDBY_FD", None)
 if standby is not None:
@@ -65,6 +85,8 @@ try:
     from placement.wsgi import api  # after the checks, on purpose
 
     application = outage.identity_guard(api.application)
+    if os.environ.get("PLACEDOCK_STOPPING"):
+        application = stop_aware(application, os.environ["PLACEDOCK_STOPPING"])
 except Exception as exc:
     if isinstance(exc, SyntaxError):
         where, reason = f"{exc.filename}:{exc.lineno}", exc.msg

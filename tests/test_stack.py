@@ -72,13 +72,18 @@ def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
     assert len(answered_by(placement_url)) == REPLICAS
 
 
+# The server: the process the entrypoint's shell (PID 1, see placement/entrypoint.sh) started.
+SERVER_PID = "import os; print(*[p for p in os.listdir('/proc') if p.isdigit() and open(f'/proc/{p}/stat').read().split()[3] == '1'])"  # noqa: E501
+
+
 def test_without_placement_src_every_replica_runs_the_pinned_release(compose_stack):
     release = stack.placement_release()
     for container in compose_stack.container_ids("placement"):
-        # What the server process (PID 1) was started with: no tree, no path ahead of the venv.
-        environ = stack.docker("exec", container, "cat", "/proc/1/environ").split("\0")
+        (server,) = stack.docker("exec", container, "python3", "-c", SERVER_PID).split()
+        # What the server process was started with: no tree, no path ahead of the venv.
+        environ = stack.docker("exec", container, "cat", f"/proc/{server}/environ").split("\0")
         assert not [v for v in environ if v.startswith(("PLACEMENT_SRC=", "PYTHONPATH="))], environ
-        assert stack.docker("exec", container, "cat", "/proc/1/cmdline").split("\0")[0] == "uwsgi"
+        assert stack.docker("exec", container, "cat", f"/proc/{server}/cmdline").split("\0")[0] == "uwsgi"
         where = stack.docker(
             "exec", container, "python3", "-c",
             "import importlib.metadata as md, placement; print(placement.__file__, md.version('openstack-placement'))",
