@@ -71,6 +71,7 @@ class Writer(threading.Thread):
         self.maybe_deleted = set()
         self.statuses = Counter()
         self.bad = []
+        self.stop = threading.Event()
 
     def request(self, method, path, **kwargs):
         try:
@@ -91,7 +92,7 @@ class Writer(threading.Thread):
     def run(self):
         rng = random.Random()
         deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline:
+        while not self.stop.is_set() and time.monotonic() < deadline:
             consumer, provider, amount = str(uuid.uuid4()), rng.choice(self.providers), rng.randint(1, 4)
             body = {
                 "allocations": {provider: {"resources": {"VCPU": amount}}},
