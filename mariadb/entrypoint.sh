@@ -23,24 +23,61 @@ if [ ! -d "$datadir/mysql" ]; then
     mariadb-install-db --datadir="$datadir" --skip-test-db --auth-root-authentication-method=socket >/dev/null
 fi
 
+# A URL's password as SQLAlchemy reads it, and so placement and keystone:
+# each %XX escape decoded once (urllib.parse.unquote), a % without two hex
+# digits kept. Printable ASCII only: PyMySQL sends a password in latin-1 while
+# the server hashes the UTF-8 of `IDENTIFIED BY`, so any other character
+# would give the account a password no client can send.
+url_password() {
+    local var=$1 rest=$2 out='' byte LC_ALL=C
+    while [[ $rest == *%* ]]; do
+        out+=${rest%%\%*}
+        rest=${rest#*%}
+        if [[ $rest =~ ^[0-9A-Fa-f]{2} ]]; then
+            printf -v byte '%b' "\\x${rest:0:2}"
+            out+=${byte:-$'\n'} # %00 is refused below; a newline stands for it here
+            rest=${rest:2}
+        else
+            out+=%
+        fi
+    done
+    out+=$rest
+    [ -n "$out" ] || die "$var: the password must be set"
+    [[ $out != *[![:print:]]* ]] ||
+        die "$var: the password may hold printable ASCII only (letters, digits, punctuation, space), escaped in the URL where needed"
+    password=$out
+}
+
+# A string literal for SQL: backslashes and quotes escaped.
+sql_string() {
+    local s=$1 bs="\\" q="'"
+    s=${s//"$bs"/"$bs$bs"}
+    s=${s//"$q"/"$bs$q"}
+    printf "'%s'" "$s"
+}
+
 umask 077
 {
     # Passwordless and only able to connect: the healthcheck's account.
     echo "CREATE USER IF NOT EXISTS 'healthcheck'@'127.0.0.1';"
     echo "CREATE USER IF NOT EXISTS 'healthcheck'@'localhost';"
-    while IFS='=' read -r var url; do
+    # The statements below quote with backslashes: whatever the server's
+    # default, this session reads them so.
+    echo "SET SESSION sql_mode = REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', '');"
+    for var in $(compgen -e); do
+        [[ $var =~ ^[A-Z0-9_]*DATABASE__CONNECTION$ ]] && [[ ${!var} == mysql* ]] || continue
+        url=${!var}
         re='^mysql(\+[a-z]+)?://([A-Za-z0-9_.-]+):([^@/]*)@[^/]+/([A-Za-z0-9_]+)(\?.*)?$'
-        [[ $url =~ $re ]] || die "$var is not mysql+pymysql://USER:PASSWORD@HOST/DB (USER and DB: letters, digits, _ . -)"
-        user=${BASH_REMATCH[2]} password=${BASH_REMATCH[3]} db=${BASH_REMATCH[4]}
-        case $password in
-            "" | *"'"* | *\\*) die "$var: the password must be set and contain no quote or backslash" ;;
-        esac
+        [[ $url =~ $re ]] ||
+            die "$var is not mysql+pymysql://USER:PASSWORD@HOST/DB (USER and DB: letters, digits, _ . -; in the password escape @ as %40, / as %2F, % as %25)"
+        user=${BASH_REMATCH[2]} db=${BASH_REMATCH[4]}
+        url_password "$var" "${BASH_REMATCH[3]}"
         echo "placedock-mariadb: database $db, account $user (from $var)" >&2
         echo "CREATE DATABASE IF NOT EXISTS \`$db\`;"
-        echo "CREATE USER IF NOT EXISTS '$user'@'%' IDENTIFIED BY '$password';"
-        echo "ALTER USER '$user'@'%' IDENTIFIED BY '$password';"
+        printf '%s\n' "CREATE USER IF NOT EXISTS '$user'@'%' IDENTIFIED BY $(sql_string "$password");"
+        printf '%s\n' "ALTER USER '$user'@'%' IDENTIFIED BY $(sql_string "$password");"
         echo "GRANT ALL PRIVILEGES ON \`$db\`.* TO '$user'@'%';"
-    done < <(env | grep -E '^[A-Z0-9_]*DATABASE__CONNECTION=mysql' || true)
+    done
 } >"$init"
 
 if [ "${1:-}" = mariadbd ]; then

@@ -4,16 +4,18 @@ database front door (haproxy/galera.cfg), placement on top, run by
 
 The cluster formed with no human step; one node takes every connection; a
 node that is not Synced gets none; a node Galera disconnected for good is
-restarted and rejoins; a misconfigured node stops with one line;
+restarted and rejoins; a misconfigured node stops with one line; a changed
+database password holds on every node after the next `up`;
 the writer killed under load loses no acknowledged write and rejoins; all
 three stopped, or killed, and started again form the cluster with every row.
 Each test prints what it measured."""
 
+import json
 import subprocess
 import time
 import uuid
 from collections import Counter
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
@@ -65,6 +67,19 @@ def placement_sql(container, query):
         check=True,
     )
     return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def logs_in(container, url):
+    """Whether the account of a database URL logs in on one node with the URL's password."""
+    parts = urlsplit(url)
+    done = subprocess.run(
+        ["docker", "exec", "-e", f"MYSQL_PWD={unquote(parts.password)}", container, "mariadb"]
+        + ["-u", unquote(parts.username), parts.path.lstrip("/"), "-e", "SELECT 1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode == 0
 
 
 def snapshot(container):
@@ -347,3 +362,47 @@ def test_a_node_lost_for_good_stops_the_choice_until_a_human_forces_it(
     )
     assert all(snapshot(container) == before for container in nodes.values())
     assert requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30).status_code == 200
+
+
+DB_URL = "OS_PLACEMENT_DATABASE__CONNECTION"
+
+
+def test_a_changed_database_password_holds_on_every_node_after_up(nodes, compose_stack, admin_headers, tmp_path):
+    """README: the nodes create the accounts of the `*DATABASE__CONNECTION`
+    URLs and reset their passwords at every start. The user changes the
+    password in env/placement-db.env and runs `up` again; here a compose file
+    merged last changes it instead. Every node then takes the new password,
+    placement serves with it, and the old one is refused; and back again."""
+    committed = stack.env_file("placement-db.env")[DB_URL]
+    parts = urlsplit(committed)
+    changed_url = committed.replace(f":{parts.password}@", f":galera-changed-dev-password-{uuid.uuid4().hex[:8]}@")
+    services = ("placement", "placement-db-sync", *NODES)
+    override = tmp_path / "database-url.yaml"
+    # JSON is YAML; `$$` is a `$` to compose.
+    override.write_text(
+        json.dumps({"services": {name: {"environment": {DB_URL: changed_url.replace("$", "$$")}} for name in services}})
+    )
+    changed = stack.Stack(compose_stack.mode, compose_stack.project, extra=(str(override),), database="galera")
+
+    def serving():
+        stack.wait_for_up(3, timeout=60)
+        resp = requests.get(f"{compose_stack.placement_url}/resource_providers", headers=admin_headers, timeout=30)
+        return resp.status_code
+
+    def up(project, url, old_url):
+        started = time.monotonic()
+        project.up(3, build=False)
+        wait_until(lambda: all_synced(nodes), timeout=60, step=0.5, what="three Synced nodes")
+        took = time.monotonic() - started
+        accepted = {name: logs_in(container, url) for name, container in nodes.items()}
+        refused = {name: not logs_in(container, old_url) for name, container in nodes.items()}
+        print(f"galera: `up` with {urlsplit(url).password}: {took:.1f}s; accepted {accepted}, old refused {refused}")
+        assert accepted == dict.fromkeys(NODES, True)
+        assert refused == dict.fromkeys(NODES, True)
+        assert serving() == 200
+
+    try:
+        up(changed, changed_url, committed)
+    finally:
+        # Back to the committed password, for the tests after this one.
+        up(compose_stack, committed, changed_url)
