@@ -7,6 +7,9 @@ Creates what is missing and corrects what drifted (passwords, endpoint URLs):
 - a non-admin user (PLACEDOCK_MEMBER_*) with role `member` on its project;
 - the `placement` service and its public and internal endpoints.
 
+A user's password is set only when the user is new or the configured password
+no longer authenticates: setting it revokes all of that user's tokens.
+
 Authenticates as the bootstrap admin (OS_BOOTSTRAP_*, as keystone-manage
 bootstrap used them) against OS_AUTH_URL.
 """
@@ -48,14 +51,27 @@ def ensure(manager, name, create=None, **filters):
     return item
 
 
+def authenticates(name, password):
+    """Whether keystone takes `password` for user `name`: False on its 401 only."""
+    auth = v3.Password(auth_url=env("OS_AUTH_URL"), username=name, password=password, user_domain_id=DOMAIN)
+    try:
+        session.Session(auth=auth, timeout=10).get_token()
+    except ks_exc.Unauthorized:
+        return False
+    return True
+
+
 def ensure_user(ks, name, password, project):
     user = find(ks.users, name, domain=DOMAIN)
     if user is None:
         user = ks.users.create(name=name, password=password, domain=DOMAIN, default_project=project)
         log(f"created user {name}")
-    else:
-        # Keep the password equal to the one the env files define.
+    elif not authenticates(name, password):
+        # Only then: keystone revokes every token of a user whose password is
+        # set, and this runs on every `up` (keystone-manage bootstrap does the
+        # same for the admin).
         ks.users.update(user, password=password)
+        log(f"set the password of user {name}: the configured one did not authenticate")
     return user
 
 

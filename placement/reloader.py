@@ -21,13 +21,21 @@ placement tree (compose.src.yaml mounts one in every replica). It:
 * when the tree does not load (the new uwsgi exits: need-app), stops the
   old uwsgi as well and closes the socket: this replica turns unhealthy,
   haproxy serves from the others, and they stay on the code they run,
-  because this replica keeps the lock until a later change loads.
+  because this replica keeps the lock until a later change loads. It also
+  records the tree that failed (its snapshot's digest, beside the lock): a
+  replica that gets the lock with that very tree does not load it, so a lock
+  holder that goes away (its container recreated) does not hand the broken
+  tree to the replicas in line; and a replica that starts with it loads it
+  under the lock, as a reload;
+* while in line for the lock, keeps tending its own uwsgis: it ends when
+  the serving one exits, and stops when told to, as it does out of line.
 
 A uwsgi that fails for any other reason (bad settings, no database) ends
 this process with uwsgi's exit status, as a replica without a tree would.
 """
 
 import fcntl
+import hashlib
 import os
 import signal
 import socket
@@ -68,6 +76,30 @@ def snapshot(tree):
                     continue
                 files[path] = (st.st_mtime_ns, st.st_size)
     return files
+
+
+def digest(files):
+    """The same for the same tree state in every replica (they mount one tree)."""
+    return hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()
+
+
+def failed_record():
+    """Beside the lock: the digest of the tree that last failed to load under it."""
+    return LOCK.with_name("failed")
+
+
+def failed_digest():
+    try:
+        return failed_record().read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def record_failed(files):
+    record = failed_record()
+    partial = record.with_name(f"failed.{os.getpid()}")
+    partial.write_text(digest(files) + "\n")
+    os.replace(partial, record)
 
 
 def changed(old, new, tree):
@@ -162,8 +194,13 @@ class Reloader:
     def stopping(self):
         return self.stop_signal is not None
 
+    def current_exited(self):
+        return self.current is not None and not self.current.alive()
+
     def take_lock(self):
-        """Wait for the rolling-reload lock; False if asked to stop meanwhile."""
+        """Wait for the rolling-reload lock, tending this replica's uwsgis
+        meanwhile (another replica may hold it for long: a tree that does not
+        load). False if asked to stop, or if the serving uwsgi exits, first."""
         if self.lock is not None:
             return True
         lock = open(LOCK)  # the image makes it; held across calls: closing it lets the lock go
@@ -173,7 +210,8 @@ class Reloader:
                 self.lock = lock
                 return True
             except BlockingIOError:
-                if self.stopping():
+                self.tend()
+                if self.stopping() or self.current_exited():
                     lock.close()
                     return False
                 time.sleep(0.02)
@@ -204,6 +242,8 @@ class Reloader:
             self.retire(self.current)
             self.current = new
             self.standby_due = time.monotonic() + STANDBY_DELAY
+            if self.lock is not None:
+                failed_record().unlink(missing_ok=True)
             return None
         # Refused at once from now on: haproxy and the healthcheck see it down.
         # A standby would keep the socket open, so none is kept while down.
@@ -212,7 +252,10 @@ class Reloader:
         self.listener.close()
         self.listener = None
         self.standby_due = None
-        return new.process.wait()
+        status = new.process.wait()
+        if status == FAILED_APP and self.lock is not None:
+            record_failed(files)
+        return status
 
     def tend(self):
         """Reap retired uwsgis; start the standby when it is due."""
@@ -236,12 +279,20 @@ class Reloader:
         """Serve until SIGTERM; the exit status is uwsgi's."""
         log(f"PLACEMENT_SRC={self.tree}: serving this tree; a change to placement/**/*.py reloads it")
         try:
-            status = self.start(snapshot(self.tree))
-            if status == FAILED_APP:
-                log("the tree does not load (see above): this replica is out of rotation until the next change")
-                status = None
-            if status is None:
-                status = self.watch()
+            files = snapshot(self.tree)
+            # A tree that failed under the lock (in this replica before it
+            # was recreated, perhaps): loaded under the lock too, and kept on
+            # failure, so that the replicas in line do not load it meanwhile.
+            status = None  # stays so if asked to stop while in line
+            if digest(files) != failed_digest() or self.take_lock():
+                status = self.start(files)
+                if status is None:
+                    self.release_lock()
+                if status == FAILED_APP:
+                    log("the tree does not load (see above): this replica is out of rotation until the next change")
+                    status = None
+                if status is None:
+                    status = self.watch()
         finally:
             self.release_lock()
             stopped = self.shutdown()
@@ -263,9 +314,21 @@ class Reloader:
             what = changed(self.loaded, files, self.tree)
             asked = time.monotonic()
             if not self.take_lock():
+                if self.current_exited():
+                    log(f"uwsgi exited with status {self.current.process.returncode}")
+                    return self.current.process.returncode
                 break
             got = time.monotonic()
-            status = self.start(snapshot(self.tree))  # with whatever changed while we waited
+            files = snapshot(self.tree)  # with whatever changed while we waited
+            if digest(files) == failed_digest():
+                self.release_lock()
+                self.loaded = files
+                log(
+                    f"{what} changed: not loaded: this tree did not load in another replica (see its log); "
+                    "this replica keeps its code until a change loads"
+                )
+                continue
+            status = self.start(files)
             done = time.monotonic()
             if status is None:
                 self.release_lock()
