@@ -85,8 +85,11 @@ rm -f "$PLACEDOCK_STOPPING"
 server=$!
 stop() {
     trap '' TERM
-    echo "placedock: SIGTERM: out of haproxy's rotation, stopping in ${drain}s" >&2
-    : >"$PLACEDOCK_STOPPING"
+    if : 2>/dev/null >"$PLACEDOCK_STOPPING"; then
+        echo "placedock: SIGTERM: out of haproxy's rotation, stopping in ${drain}s" >&2
+    else
+        echo "placedock: SIGTERM: cannot write $PLACEDOCK_STOPPING, so stopping without leaving rotation first" >&2
+    fi
     sleep "$drain"
     kill -TERM "$server" 2>/dev/null || true
 }
