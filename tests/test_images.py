@@ -1,16 +1,28 @@
-"""Images that are ours: never pulled from a hub under our names.
+"""Images that are ours.
 
-Every mode's compose configuration (noauth or keystone, one mariadb or Galera,
-with or without compose.src.yaml): a service that builds one of our images has
-`pull_policy: build`, every other service of ours `never`, and `docker compose
-pull` skips them all (placedock/* on Docker Hub may be anyone's).
+Never pulled from a hub under our names: in every mode's compose configuration
+(noauth or keystone, one mariadb or Galera, with or without compose.src.yaml)
+a service that builds one of our images has `pull_policy: build`, every other
+service of ours `never`, and `docker compose pull` skips them all
+(placedock/* on Docker Hub may be anyone's).
+
+Built from Debian packages pinned to their upstream version (an exact Debian
+revision leaves the mirror at the next point release): every Dockerfile
+builds, and each image lists the exact versions it installed in
+/usr/share/placedock/packages.txt.
 """
 
+import fnmatch
+import functools
 import itertools
 import json
+import re
+import subprocess
 
 import pytest
 import stack
+
+import swarm
 
 # Every combination of the mode files merged over compose.yaml.
 MODES = list(itertools.product(stack.MODES, stack.DATABASES, ((), ("compose.src.yaml",))))
@@ -46,3 +58,52 @@ def test_compose_pull_pulls_nothing(mode_stack):
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "Pulling" not in output, output
+
+
+# -- Debian packages ------------------------------------------------------------
+
+DOCKERFILES = ["placement", "keystone", "mariadb", "memcached", "haproxy", "registry"]
+PACKAGES = "/usr/share/placedock/packages.txt"
+
+
+def debian_pins(name):
+    """{package: version pattern} of the packages a Dockerfile pins (`"pkg=${PKG_VERSION}"`)."""
+    text = (stack.ROOT / name / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    return {package: args[arg] for package, arg in re.findall(r'"([a-z0-9.+-]+)=\$\{(\w+)\}"', text)}
+
+
+@functools.cache
+def built_images():
+    """{Dockerfile's folder: the image built from it}: every image compose builds
+    in keystone mode (Galera's nodes run the mariadb image), and the registry's."""
+    build = stack.Stack("keystone", project="placedock-images")
+    build.build()
+    config = json.loads(build.compose("config", "--format", "json", capture=True).stdout)
+    images = {s["build"]["dockerfile"].split("/")[0]: s["image"] for s in config["services"].values() if "build" in s}
+    images["registry"] = swarm.build_registry()
+    return images
+
+
+def test_debian_packages_are_pinned_to_their_upstream_version():
+    pins = {name: debian_pins(name) for name in DOCKERFILES}
+    assert {p for pinned in pins.values() for p in pinned} >= {
+        "haproxy", "socat", "mariadb-server", "galera-4", "memcached", "docker-registry",
+    }  # fmt: skip
+    exact = {p: v for pinned in pins.values() for p, v in pinned.items() if not re.fullmatch(r"(\d+:)?[\d.]+\.\*", v)}
+    assert not exact, "pin the upstream version (haproxy=2.6.*), not a Debian revision"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_image_builds_and_records_its_packages(name):
+    image = built_images()[name]
+    listed = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "cat", image, PACKAGES], capture_output=True, text=True
+    )
+    assert listed.returncode == 0, f"{image}: no {PACKAGES}: {listed.stderr.strip()}"
+    installed = dict(line.split("=", 1) for line in listed.stdout.splitlines())
+    assert "base-files" in installed, f"{image}: {PACKAGES} lists {len(installed)} packages"
+    for package, pattern in debian_pins(name).items():
+        assert package in installed, f"{image}: {package} is not in {PACKAGES}"
+        version = installed[package]
+        assert fnmatch.fnmatchcase(version, pattern), f"{image}: {package}={version}, pinned {pattern}"
