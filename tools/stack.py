@@ -232,7 +232,9 @@ class Stack:
         self.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"placement={replicas}", "placement")
 
     def build(self):
-        self.compose("build", "-q")
+        # A cold build (a new base image: every layer, uwsgi compiled, PyPI
+        # downloads) on a busy 2-core machine takes over 10 minutes.
+        self.compose("build", "-q", timeout=1800)
 
     def up(self, replicas, build=True, wait=True):
         """Up; with `wait`, back once every service is healthy (one-shots: exited 0)."""
