@@ -10,14 +10,23 @@ Built from Debian packages pinned to their upstream version (an exact Debian
 revision leaves the mirror at the next point release): every Dockerfile
 builds, and each image lists the exact versions it installed in
 /usr/share/placedock/packages.txt.
+
+Free of this host's CAs: the builds get the host's CA bundle (a
+TLS-intercepting proxy's CA) as a build secret, so no final image, nor the
+base, holds a certificate of it that Debian's ca-certificates does not ship,
+nor anything in /usr/local/share/ca-certificates.
 """
 
+import base64
 import fnmatch
 import functools
 import itertools
 import json
 import re
 import subprocess
+import tarfile
+import uuid
+from pathlib import Path
 
 import pytest
 import stack
@@ -107,3 +116,63 @@ def test_image_builds_and_records_its_packages(name):
         assert package in installed, f"{image}: {package} is not in {PACKAGES}"
         version = installed[package]
         assert fnmatch.fnmatchcase(version, pattern), f"{image}: {package}={version}, pinned {pattern}"
+
+
+# -- the host's CAs ---------------------------------------------------------------
+
+PEM = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Where Debian's ca-certificates package puts the CAs it ships.
+DEBIAN_CAS = Path("/usr/share/ca-certificates")
+
+
+def certificates(data):
+    """The DER bytes of every PEM certificate in `data`."""
+    return {base64.b64decode(b"".join(body.split())) for body in PEM.findall(data)}
+
+
+def host_only_certificates():
+    """Certificates of the host's bundles (the system one and HOST_CA_BUNDLE as
+    compose reads it) that Debian's ca-certificates does not ship: a proxy's CA."""
+    _, configured = stack.build_settings()
+    bundles = {HOST_BUNDLE, Path(configured)} - {Path("/dev/null")}
+    given = set().union(*(certificates(path.read_bytes()) for path in bundles if path.is_file()))
+    debian = set().union(*(certificates(path.read_bytes()) for path in DEBIAN_CAS.rglob("*.crt")))
+    return given - debian
+
+
+def image_certificates(image):
+    """{path: certificates} of the files of an image that can hold CAs: under
+    /etc/ssl and /usr/local/share/ca-certificates, and any *.crt or *.pem."""
+    container = f"placedock-images-{uuid.uuid4().hex[:8]}"
+    stack.docker("create", "--name", container, image)
+    found = {}
+    try:
+        export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+        with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            for member in tar:
+                name = member.name.lstrip("./")
+                wanted = name.startswith(("etc/ssl/", "usr/local/share/ca-certificates/")) or name.endswith(
+                    (".crt", ".pem")
+                )
+                if member.isfile() and wanted:
+                    found[name] = certificates(tar.extractfile(member).read())
+        assert export.wait() == 0, f"docker export {image} failed"
+    finally:
+        stack.remove(container)
+    return found
+
+
+@pytest.fixture(scope="module")
+def host_cas():
+    return host_only_certificates()
+
+
+@pytest.mark.parametrize("name", ["base", *DOCKERFILES])
+def test_no_image_holds_the_hosts_cas(name, host_cas):
+    image = stack.build_settings()[0] if name == "base" else built_images()[name]
+    found = image_certificates(image)
+    local = sorted(path for path in found if path.startswith("usr/local/share/ca-certificates/"))
+    assert not local, f"{image}: local CAs {local}"
+    leaked = sorted(path for path, certs in found.items() if certs & host_cas)
+    assert not leaked, f"{image}: a CA of this host in {leaked}"

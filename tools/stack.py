@@ -91,6 +91,24 @@ def image(name, release=None):
     return f"{prefix}/{name}:{os.environ.get('PLACEDOCK_TAG', 'dev')}"
 
 
+def build_settings():
+    """(base image, CA bundle) that compose builds with, resolved as compose
+    resolves them: the shell's PLACEDOCK_BASE_IMAGE and HOST_CA_BUNDLE, else
+    the checkout's .env (where tools/make-base-image sets them), else
+    compose.yaml's defaults. What builds outside compose (tools/swarm.py's
+    registry image) asks here, so that it builds on the same base."""
+    out = subprocess.run(
+        [*compose_command(), "-f", str(ROOT / "compose.yaml"), "config", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    config = json.loads(out)
+    host_ca = config.get("secrets", {}).get("host_ca", {}).get("file", "/dev/null")
+    return config["services"]["placement"]["build"]["args"]["BASE_IMAGE"], host_ca
+
+
 def docker(*args):
     """Run a docker command; its output, stripped."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()

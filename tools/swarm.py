@@ -83,7 +83,7 @@ def service(name):
 def build_registry():
     """Build the registry image (registry/Dockerfile), which compose does not; its name."""
     image = stack.image(REGISTRY_IMAGE)
-    base = os.environ.get("PLACEDOCK_BASE_IMAGE", "debian:bookworm-slim")
+    base, _ = stack.build_settings()
     dockerfile = stack.ROOT / "registry" / "Dockerfile"
     stack.docker(
         "build", "-q", "-f", str(dockerfile), "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(stack.ROOT)
