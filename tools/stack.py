@@ -91,6 +91,24 @@ def image(name, release=None):
     return f"{prefix}/{name}:{os.environ.get('PLACEDOCK_TAG', 'dev')}"
 
 
+def build_settings():
+    """(base image, CA bundle) that compose builds with, resolved as compose
+    resolves them: the shell's PLACEDOCK_BASE_IMAGE and HOST_CA_BUNDLE, else
+    the checkout's .env (where tools/make-base-image sets them), else
+    compose.yaml's defaults. What builds outside compose (tools/swarm.py's
+    registry image) asks here, so that it builds on the same base."""
+    out = subprocess.run(
+        [*compose_command(), "-f", str(ROOT / "compose.yaml"), "config", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    config = json.loads(out)
+    host_ca = config.get("secrets", {}).get("host_ca", {}).get("file", "/dev/null")
+    return config["services"]["placement"]["build"]["args"]["BASE_IMAGE"], host_ca
+
+
 def docker(*args):
     """Run a docker command; its output, stripped."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
@@ -232,7 +250,9 @@ class Stack:
         self.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"placement={replicas}", "placement")
 
     def build(self):
-        self.compose("build", "-q")
+        # A cold build (a new base image: every layer, uwsgi compiled, PyPI
+        # downloads) on a busy 2-core machine takes over 10 minutes.
+        self.compose("build", "-q", timeout=1800)
 
     def up(self, replicas, build=True, wait=True):
         """Up; with `wait`, back once every service is healthy (one-shots: exited 0)."""

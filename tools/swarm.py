@@ -80,14 +80,20 @@ def service(name):
     return f"{STACK}_{name}"
 
 
-def start_registry(name, publish, volume):
-    """Build the registry image (registry/Dockerfile) and run it on this engine."""
+def build_registry():
+    """Build the registry image (registry/Dockerfile), which compose does not; its name."""
     image = stack.image(REGISTRY_IMAGE)
-    base = os.environ.get("PLACEDOCK_BASE_IMAGE", "debian:bookworm-slim")
+    base, _ = stack.build_settings()
     dockerfile = stack.ROOT / "registry" / "Dockerfile"
     stack.docker(
         "build", "-q", "-f", str(dockerfile), "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(stack.ROOT)
     )
+    return image
+
+
+def start_registry(name, publish, volume):
+    """Build the registry image and run it on this engine."""
+    image = build_registry()
     stack.remove(name)
     flags = [flag for spec in publish for flag in ("-p", spec)]
     stack.docker(
