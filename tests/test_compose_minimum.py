@@ -41,18 +41,18 @@ def version():
 
 
 @pytest.fixture(scope="module")
-def compose_env(version, tmp_path_factory):
-    """The environment in which `docker compose` is that version."""
-    config = tmp_path_factory.mktemp("docker-config")
-    subprocess.run(
-        [str(stack.ROOT / "tools" / "install-compose"), "--version", version, str(config / "cli-plugins")],
-        check=True,
-        timeout=300,
-    )
-    env = {**os.environ, **stack.ports(), "DOCKER_CONFIG": str(config)}
-    # compose.src.yaml needs a tree to mount; `config` only names it.
-    env.setdefault("PLACEMENT_SRC", str(config))
-    return env
+def compose_env(version):
+    """The environment in which `docker compose` is that version (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="placedock-docker-config-") as config:
+        subprocess.run(
+            [str(stack.ROOT / "tools" / "install-compose"), "--version", version, f"{config}/cli-plugins"],
+            check=True,
+            timeout=300,
+        )
+        env = {**os.environ, **stack.ports(), "DOCKER_CONFIG": config}
+        # compose.src.yaml needs a tree to mount; `config` only names it.
+        env.setdefault("PLACEMENT_SRC", config)
+        yield env
 
 
 def compose(env, files, *args, **kwargs):
