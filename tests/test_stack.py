@@ -73,7 +73,10 @@ def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
 
 
 # The server: the process the entrypoint's shell (PID 1, see placement/entrypoint.sh) started.
-SERVER_PID = "import os; print(*[p for p in os.listdir('/proc') if p.isdigit() and open(f'/proc/{p}/stat').read().split()[3] == '1'])"  # noqa: E501
+SERVER_PID = (
+    "import os; print(*[p for p in os.listdir('/proc')"
+    " if p.isdigit() and open(f'/proc/{p}/stat').read().split()[3] == '1'])"
+)
 
 
 def test_without_placement_src_every_replica_runs_the_pinned_release(compose_stack):
