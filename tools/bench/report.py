@@ -825,9 +825,12 @@ def _defaults_section(results, d):
         f"`http-reuse {d['http_reuse']}`, at most {d['server_maxconn']} connections per replica). Requests "
         "reuse open connections instead of paying for a new TCP connection each. uwsgi holds a thread for "
         "each open connection, idle or not, so haproxy opens fewer than a replica has threads "
-        f"({d['processes']} × {d['threads']}) and queues the rest; idle ones close within "
-        f"{d['socket_timeout']} s (uwsgi's `socket-timeout`), which is also the most a replica's stop waits "
-        "for them. This run: " + ("; ".join(haproxy_ratio) or "not measured") + ".",
+        f"({d['processes']} × {d['threads']}) and queues the rest. haproxy closes the idle ones it no longer "
+        f"needs within seconds; a replica closes one only after {d['socket_timeout']} s (uwsgi's "
+        "`socket-timeout`), so it never closes one haproxy is about to reuse, and a replica told to stop "
+        "leaves haproxy's rotation before it closes them. This run: "
+        + ("; ".join(haproxy_ratio) or "not measured")
+        + ".",
         "",
     ]
 
