@@ -108,9 +108,7 @@ def all_synced(nodes):
 
 def logs_since(container, moment):
     """A container's log lines (stdout and stderr) since a time.monotonic() moment."""
-    since = f"{int(time.monotonic() - moment) + 2}s"
-    done = subprocess.run(["docker", "logs", "--since", since, container], capture_output=True, text=True, check=True)
-    return (done.stdout + done.stderr).splitlines()
+    return stack.container_logs(container, since=f"{int(time.monotonic() - moment) + 2}s").splitlines()
 
 
 def bootstrap_lines(container, since):

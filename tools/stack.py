@@ -114,6 +114,14 @@ def docker(*args):
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def container_logs(container, since=None):
+    """A container's whole log, stdout and stderr together (uwsgi and mariadb
+    log to stderr); with `since` (docker's --since), only from then."""
+    flags = ["--since", since] if since else []
+    done = subprocess.run(["docker", "logs", *flags, container], capture_output=True, text=True, check=True)
+    return done.stdout + done.stderr
+
+
 def container_env(container):
     """A container's environment, as {NAME: value}."""
     env = json.loads(docker("inspect", "-f", "{{json .Config.Env}}", container))

@@ -150,13 +150,10 @@ def test_good_configuration_serves(network):
     try:
         deadline = time.monotonic() + 60
         while stack.container_health(name) != "healthy":
-            assert stack.container_health(name) != "exited", subprocess.run(
-                ["docker", "logs", name], capture_output=True, text=True
-            ).stderr
+            assert stack.container_health(name) != "exited", stack.container_logs(name)
             assert time.monotonic() < deadline
             time.sleep(0.5)
-        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
-        assert (logs.stdout + logs.stderr).count("spawned uWSGI worker") == 3
+        assert stack.container_logs(name).count("spawned uWSGI worker") == 3
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
@@ -165,8 +162,7 @@ def wait_healthy(container, timeout=60):
     """Wait for a container's healthcheck to pass; fail with its log if it exits."""
     deadline = time.monotonic() + timeout
     while (health := stack.container_health(container)) != "healthy":
-        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
-        assert health != "exited", (logs.stdout + logs.stderr)[-3000:]
+        assert health != "exited", stack.container_logs(container)[-3000:]
         assert time.monotonic() < deadline, f"{container} not healthy within {timeout}s: {health}"
         time.sleep(0.5)
 

@@ -21,12 +21,6 @@ from load import Load, Writer, check_books, vcpu_providers
 from stack import wait_until
 
 
-def logs(container):
-    """A container's whole log, its stdout and stderr (uwsgi logs to stderr)."""
-    done = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
-    return done.stdout + done.stderr
-
-
 class FrontDoor:
     """haproxy and `replicas` placement replicas of the stack's images, with
     the stack's placement environment; the replicas answer to one DNS alias
@@ -79,7 +73,7 @@ class FrontDoor:
 
     def harakiri_by_replica(self):
         """{replica: how many of its workers harakiri killed}."""
-        return {c: logs(c).count("HARAKIRI ON WORKER") for c in self.replicas}
+        return {c: stack.container_logs(c).count("HARAKIRI ON WORKER") for c in self.replicas}
 
     def remove(self):
         for container in self.containers:
