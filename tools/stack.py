@@ -16,6 +16,7 @@ haproxy for the tests, the faults and the benchmark (tools/bench.py) alike.
 """
 
 import argparse
+import base64
 import csv
 import functools
 import io
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -109,9 +111,9 @@ def build_settings():
     return config["services"]["placement"]["build"]["args"]["BASE_IMAGE"], host_ca
 
 
-def docker(*args):
-    """Run a docker command; its output, stripped."""
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+def docker(*args, input=None):
+    """Run a docker command (INPUT on its stdin); its output, stripped."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, input=input).stdout.strip()
 
 
 def container_logs(container, since=None):
@@ -307,8 +309,15 @@ def wait_until(condition, timeout, step=0.05, what="the condition"):
 
 def haproxy_rows(proxy="placement", url=None):
     """A proxy's rows of haproxy's CSV stats (its servers, FRONTEND, BACKEND),
-    one dict each: the placement backend of the front door by default."""
-    with urllib.request.urlopen((url or stats_url()) + "/stats;csv", timeout=5) as resp:
+    one dict each: the placement backend of the front door by default. A URL
+    with user:password@ asks with them (the stats of a swarm's haproxy)."""
+    parts = urllib.parse.urlsplit(url or stats_url())
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    request = urllib.request.Request(parts._replace(netloc=netloc).geturl() + "/stats;csv")
+    if parts.username:
+        userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(userinfo.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as resp:
         text = resp.read().decode().lstrip("# ")
     return [row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == proxy]
 
@@ -349,13 +358,29 @@ def wait_for_up(count, timeout=60.0, url=None, poll=0.2):
     raise TimeoutError(f"haproxy did not report {count} UP replicas within {timeout:g}s (last: {seen})")
 
 
-def env_file(name):
-    """The KEY=VALUE settings of env/NAME, as compose reads them."""
+def settings_file(path):
+    """The KEY=VALUE settings of the file at PATH, as compose reads env files."""
     values = {}
-    for line in (ROOT / "env" / name).read_text().splitlines():
+    for line in Path(path).read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition("=")
             values[key.strip()] = value
+    return values
+
+
+def env_file(name):
+    """The KEY=VALUE settings of env/NAME."""
+    return settings_file(ROOT / "env" / name)
+
+
+def accounts(name):
+    """env/NAME's settings, with the values of PLACEDOCK_CREDENTIALS over
+    them: a file of VARIABLE=value lines, as `tools/swarm.py secrets` records
+    the passwords it made (the test swarm's)."""
+    values = env_file(name)
+    if os.environ.get("PLACEDOCK_CREDENTIALS"):
+        made = settings_file(os.environ["PLACEDOCK_CREDENTIALS"])
+        values.update((key, value) for key, value in made.items() if key in values)
     return values
 
 
@@ -377,22 +402,22 @@ def keystone_token(username, password, project_name):
 
 def admin_token():
     """A new token of keystone's bootstrap admin (env/keystone-accounts.env)."""
-    accounts = env_file("keystone-accounts.env")
+    admin = accounts("keystone-accounts.env")
     return keystone_token(
-        accounts["OS_BOOTSTRAP_USERNAME"], accounts["OS_BOOTSTRAP_PASSWORD"], accounts["OS_BOOTSTRAP_PROJECT_NAME"]
+        admin["OS_BOOTSTRAP_USERNAME"], admin["OS_BOOTSTRAP_PASSWORD"], admin["OS_BOOTSTRAP_PROJECT_NAME"]
     )
 
 
 def keystone_tokens():
     """Tokens for the suites: admin, member, and placement's service user."""
-    accounts = env_file("keystone-accounts.env")
-    service = env_file("placement-keystone.env")
+    member = accounts("keystone-accounts.env")
+    service = accounts("placement-keystone.env")
     return {
         "PLACEMENT_TOKEN": admin_token(),
         "PLACEMENT_MEMBER_TOKEN": keystone_token(
-            accounts["PLACEDOCK_MEMBER_USERNAME"],
-            accounts["PLACEDOCK_MEMBER_PASSWORD"],
-            accounts["PLACEDOCK_MEMBER_PROJECT_NAME"],
+            member["PLACEDOCK_MEMBER_USERNAME"],
+            member["PLACEDOCK_MEMBER_PASSWORD"],
+            member["PLACEDOCK_MEMBER_PROJECT_NAME"],
         ),
         "PLACEMENT_SERVICE_TOKEN": keystone_token(
             service["OS_KEYSTONE_AUTHTOKEN__USERNAME"],
