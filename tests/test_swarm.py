@@ -1,21 +1,29 @@
 """placedock on a Docker Swarm of three test hosts (tools/testswarm.py run
---deploy: swarm/stack.yaml deployed, 3 placement replicas). The front door is
-node-1's haproxy; node-1 also holds the database. Each test changes the
-swarm while readers and writers go through that front door, and prints what
-it measured.
+--deploy: the README's safe path, so strong random secrets, a registry that
+wants credentials, keystone mode, 3 placement replicas). The front door is
+node-1's haproxy; node-1 also holds the database and keystone. The tests that
+change the swarm do it while readers and writers go through that front door,
+and print what they measured.
 
     tox -e swarm       (runs tests/test_gabbits.py first, through the same front door)
 """
 
+import json
 import os
+import re
+import select
+import socket
 import subprocess
+import sys
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 
 import pytest
 import requests
 import stack
+import testswarm
 from load import Load, Writer, check_books, vcpu_providers
 from stack import wait_until
 
@@ -23,13 +31,24 @@ import swarm
 
 REPLICAS = 3
 PLACEMENT = swarm.service("placement")
-STATS_URL = os.environ.get("HAPROXY_STATS_URL")
 NODES = dict(item.split("=") for item in os.environ.get("PLACEDOCK_SWARM_NODES", "").split())
-DB_NODE = "node-1"  # labelled placedock.database=true by tools/testswarm.py
+DB_NODE = "node-1"  # labelled placedock.database=true and placedock.keystone=true by tools/testswarm.py
 READ_PATHS = ("/", "/resource_providers?name=swarm-none", "/traits?name=startswith:HW_CPU", "/resource_classes")
+SWARM_PY = [sys.executable, str(stack.ROOT / "tools" / "swarm.py")]
 
 if not os.environ.get("PLACEDOCK_SWARM_HOST"):
     raise RuntimeError("PLACEDOCK_SWARM_HOST is not set: run these with tox -e swarm (tools/testswarm.py run)")
+
+
+def made():
+    """{VARIABLE: value} of the secrets `swarm.py secrets` made for the test swarm."""
+    return stack.settings_file(os.environ["PLACEDOCK_CREDENTIALS"])
+
+
+def stats_url():
+    """node-1's haproxy stats, with the stats password."""
+    url = os.environ["HAPROXY_STATS_URL"]
+    return url.replace("://", f"://placedock:{made()['HAPROXY_STATS_PASSWORD']}@", 1)
 
 
 def tasks(service=PLACEMENT):
@@ -52,7 +71,7 @@ def running(service=PLACEMENT):
 
 def up_count():
     try:
-        return len(stack.up_servers(STATS_URL))
+        return len(stack.up_servers(stats_url()))
     except OSError:
         return -1
 
@@ -61,6 +80,12 @@ def settled(replicas, avoid=None):
     """`replicas` tasks running (none on node `avoid`), all UP in the front door."""
     now = running()
     return len(now) == replicas and all(node != avoid for _, node, _, _ in now) and up_count() == replicas
+
+
+def swarm_py(*args, env=None):
+    """tools/swarm.py ARGS as a user runs it: (exit status, stderr)."""
+    done = subprocess.run([*SWARM_PY, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return done.returncode, done.stderr.strip()
 
 
 @pytest.fixture
@@ -73,7 +98,7 @@ def restored():
     wait_until(lambda: settled(REPLICAS), timeout=90, step=0.5, what="3 replicas back")
 
 
-def test_replicas_spread_over_nodes_and_every_node_is_a_front_door():
+def test_keystone_by_default_replicas_spread_and_every_node_a_front_door(admin_headers):
     placed = running()
     nodes = Counter(node for _, node, _, _ in placed)
     print(f"deploy: placement tasks per node {dict(nodes)}; front door on node-1 has {up_count()} UP")
@@ -81,44 +106,219 @@ def test_replicas_spread_over_nodes_and_every_node_is_a_front_door():
     assert len(nodes) >= 2, nodes
     assert up_count() == REPLICAS
     for name, address in NODES.items():
-        resp = requests.get(f"http://{address}:8778/", timeout=5)
-        assert resp.status_code == 200, (name, resp.status_code)
-        assert resp.json()["versions"][0]["max_version"].startswith("1.")
+        url = f"http://{address}:8778/resource_providers"
+        assert requests.get(url, headers=admin_headers, timeout=10).status_code == 200, name
+        # No token, or noauth2's admin token: keystone says who you are first.
+        assert requests.get(url, timeout=10).status_code == 401, name
+        assert requests.get(url, headers={"x-auth-token": "admin"}, timeout=10).status_code == 401, name
     # Only the database's node holds the database.
     assert [node for _, node, _, _ in running(swarm.service("mariadb"))] == [DB_NODE]
-    assert leaks() == {}
 
 
-@pytest.fixture
-def providers(placement_url, admin_headers):
-    return vcpu_providers(placement_url, admin_headers, "swarm")
+def open_ports(address, ports, batch=500, timeout=2.0):
+    """The TCP ports of ADDRESS that accept a connection: non-blocking
+    connects, BATCH at a time, each answered by a SYN-ACK or a reset (or
+    given up after TIMEOUT, as a filtered port)."""
+    found = set()
+    ports = list(ports)
+    for start in range(0, len(ports), batch):
+        pending = {}
+        poller = select.epoll()
+        for port in ports[start : start + batch]:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.connect_ex((address, port))
+            poller.register(sock.fileno(), select.EPOLLOUT)
+            pending[sock.fileno()] = (sock, port)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for fd, _ in poller.poll(max(deadline - time.monotonic(), 0)):
+                sock, port = pending.pop(fd)
+                poller.unregister(fd)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    found.add(port)
+                sock.close()
+        for sock, _ in pending.values():
+            sock.close()
+        poller.close()
+    return found
 
 
-def test_drain_node_under_mixed_load_loses_nothing(placement_url, admin_headers, providers, restored):
-    victim = next(node for _, node, _, _ in running() if node != DB_NODE)
-    project = str(uuid.uuid4())
-    writers = [Writer(placement_url, admin_headers, providers, seconds=25, project=project) for _ in range(2)]
-    read_paths = tuple(f"/resource_providers/{rp}/usages" for rp in providers) + READ_PATHS
-    with Load(placement_url, admin_headers, read_paths, limit_seconds=60) as reads:
-        for writer in writers:
-            writer.start()
-        time.sleep(5)
-        drained = time.monotonic()
-        swarm.manager("node", "update", "--availability", "drain", victim)
-        rescheduled = wait_until(lambda: settled(REPLICAS, avoid=victim), timeout=60, step=0.2, what="rescheduled")
-        for writer in writers:
-            writer.join()
-    window = [round(at - drained, 1) for at, _, _ in reads.failures]
-    statuses = sum((w.statuses for w in writers), Counter())
+def readme_ports():
+    """The TCP ports the README's "On your hosts" says to open."""
+    readme = (stack.ROOT / "README.md").read_text()
+    section = readme[readme.index("### On your hosts") :].split("\n### ", 1)[0]
+    return {int(port) for port in re.findall(r"\b(\d{4,5})/tcp", section)}
+
+
+def test_port_scan_of_every_node_finds_only_the_readme_ports_each_wanting_credentials():
+    listed = readme_ports()
+    started = time.monotonic()
+    found = {name: open_ports(address, range(1, 65536)) for name, address in NODES.items()}
     print(
-        f"drain {victim}: its replica ran elsewhere and all {REPLICAS} were UP {rescheduled:.1f}s after the drain; "
-        f"{reads.sent} GETs, {len(reads.failures)} failed (at {window} s); writes by status {dict(statuses)}, "
-        f"{sum(len(w.written) for w in writers)} acknowledged"
+        f"port scan, TCP 1-65535 of {len(NODES)} nodes in {time.monotonic() - started:.1f}s: {found}; "
+        f"README lists {sorted(listed)}"
     )
-    assert reads.failures == [], reads.failures[:5]
-    assert [bad for w in writers for bad in w.bad] == []
-    assert sum(len(w.written) for w in writers) > 50
-    check_books(placement_url, admin_headers, providers, writers)
+    for name, ports in found.items():
+        assert ports <= listed, (name, sorted(ports - listed))
+        assert {7946, 8778, 8404} <= ports, (name, ports)
+    assert {2377, 5000} <= found[DB_NODE]
+    for name, address in NODES.items():
+        # The version document (/) needs no token, as upstream; the API does.
+        assert requests.get(f"http://{address}:8778/resource_providers", timeout=5).status_code == 401, name
+        for path in ("/stats", "/metrics"):
+            assert requests.get(f"http://{address}:8404{path}", timeout=5).status_code == 401, (name, path)
+            auth = ("placedock", made()["HAPROXY_STATS_PASSWORD"])
+            assert requests.get(f"http://{address}:8404{path}", auth=auth, timeout=5).status_code == 200, (name, path)
+
+
+def test_registry_refuses_anonymous_push_and_deletes():
+    repo = f"placedock/probe-{uuid.uuid4().hex[:8]}"
+    auth = (swarm.REGISTRY_USER, swarm.registry_password())
+    seen = {}
+    for address in (os.environ["PLACEDOCK_REGISTRY"], os.environ["PLACEDOCK_REGISTRY_PUSH"]):
+        base = f"http://{address}/v2"
+        anonymous = requests.post(f"{base}/{repo}/blobs/uploads/", timeout=5)
+        assert anonymous.status_code == 401, (address, anonymous.status_code)
+        assert requests.get(f"{base}/_catalog", timeout=5).status_code == 401
+        upload = requests.post(f"{base}/{repo}/blobs/uploads/", auth=auth, timeout=5)
+        assert upload.status_code == 202, (address, upload.status_code, upload.text)
+        cancelled = requests.delete(urllib.parse.urljoin(base, upload.headers["Location"]), auth=auth, timeout=5)
+        assert cancelled.status_code == 204, cancelled.status_code
+        # The placement image as the nodes pull it: deletes are off.
+        name, tag = stack.image("placement").rsplit(":", 1)
+        manifest = requests.head(
+            f"{base}/{name}/manifests/{tag}",
+            auth=auth,
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            timeout=5,
+        )
+        assert manifest.status_code == 200, manifest.status_code
+        digest = manifest.headers["Docker-Content-Digest"]
+        deleted = requests.delete(f"{base}/{name}/manifests/{digest}", auth=auth, timeout=5)
+        assert deleted.status_code == 405, deleted.status_code
+        seen[address] = (anonymous.status_code, upload.status_code, deleted.status_code)
+    published = stack.docker("port", "placedock-testswarm-registry").split()
+    print(f"registry: anonymous push / authenticated push / delete: {seen}; published on {published}")
+    assert sorted(p for p in published if ":" in p) == sorted(
+        [os.environ["PLACEDOCK_REGISTRY"], os.environ["PLACEDOCK_REGISTRY_PUSH"]]
+    )
+
+
+def test_deploy_without_its_secrets_exits_with_one_line_and_deploys_nothing():
+    env = {"PLACEDOCK_STACK": "nosecrets"}
+    status, err = swarm_py("deploy", env=env)
+    print(f"deploy without secrets: exit {status}: {err}")
+    assert status != 0
+    assert len(err.splitlines()) == 1, err
+    assert "nosecrets-keystone-admin-password" in err and "tools/swarm.py secrets" in err, err
+    status, err = swarm_py("deploy", "--serve-unauthenticated-to", "10.99.0.1", env=env)
+    assert status != 0 and len(err.splitlines()) == 1, err
+    assert "nosecrets-placement-db-connection" in err and "nosecrets-haproxy-stats-password" in err, err
+    assert "keystone" not in err.split(":")[1], err  # noauth needs only its two
+    assert "nosecrets" not in swarm.manager("stack", "ls", "--format", "{{.Name}}").split()
+
+
+def test_secrets_are_strong_and_random_and_dev_values_only_when_asked(tmp_path):
+    dev_values = {var: stack.env_file(env)[var] for var, env in swarm.SECRETS.values() if env}
+    try:
+        for name, dev in (("probe", False), ("probedev", True)):
+            env = {"PLACEDOCK_STACK": name, "PLACEDOCK_SWARM_STATE": str(tmp_path)}
+            status, err = swarm_py("secrets", *(["--dev"] if dev else []), env=env)
+            assert status == 0, err
+            values = stack.settings_file(tmp_path / f"{name}-secrets.env")
+            assert set(values) == {var for var, _ in swarm.SECRETS.values()}
+            existing = swarm.existing_secrets()
+            assert {f"{name}-{secret}" for secret in swarm.SECRETS} <= existing
+            for var, value in values.items():
+                if dev and var in dev_values:
+                    assert value == dev_values[var]
+                    continue
+                assert value not in dev_values.values(), var
+                password = re.sub(r"^.*://[^:]+:([^@]+)@.*$", r"\1", value)
+                assert len(password) >= 43 and re.fullmatch(r"[A-Za-z0-9_-]+", password), var  # 256 bits
+            # Once made, never made again.
+            status, err = swarm_py("secrets", env=env)
+            assert status == 0 and "none, all existed" in err, err
+        assert (tmp_path.stat().st_mode & 0o777) == 0o700
+        print(
+            f"secrets: {len(values)} made per stack, random ones of 256 bits, the saved file readable by its owner only"
+        )
+    finally:
+        for name in ("probe", "probedev"):
+            for secret in swarm.SECRETS:
+                swarm.manager("secret", "rm", f"{name}-{secret}", check=False)
+
+
+def test_replicas_beyond_haproxys_slots_are_refused():
+    slots = swarm.max_replicas()
+    config = (stack.ROOT / "haproxy" / "haproxy.cfg").read_text()
+    assert f"server-template placement- {slots} " in config
+    refusals = {
+        "deploy --replicas": swarm_py("deploy", "--replicas", str(slots + 1)),
+        "PLACEMENT_REPLICAS": swarm_py("deploy", env={"PLACEMENT_REPLICAS": str(slots + 1)}),
+        "scale": swarm_py("scale", str(slots + 1)),
+        "scale 0": swarm_py("scale", "0"),
+    }
+    print(f"{slots + 1} replicas: {refusals}")
+    for how, (status, err) in refusals.items():
+        assert status != 0 and len(err.splitlines()) == 1 and "server slots" in err, (how, err)
+    assert len(running()) == REPLICAS
+
+
+def rendered(files):
+    """The stack the compose FILES make, merged and interpolated (docker compose config)."""
+    flags = [flag for name in files for flag in ("-f", str(stack.ROOT / name))]
+    env = {**os.environ, "PLACEDOCK_REGISTRY": "registry.invalid:5050", "PLACEDOCK_PUBLIC_HOST": "192.0.2.1"}
+    done = subprocess.run(
+        ["docker", "compose", *flags, "config", "--format", "json"],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_the_overlay_is_encrypted_unless_asked_not_to():
+    """What can be tested here: this kernel has no ESP (tools/testswarm.py:
+    ENCRYPTED_OVERLAY), so the test swarm runs unencrypted."""
+    found = {}
+    for mode in ("keystone", "noauth"):
+        for encrypted in (True, False):
+            network = rendered(swarm.stack_files(mode, encrypted))["networks"]["placedock"]
+            found[mode, encrypted] = "encrypted" in network.get("driver_opts", {})
+    deployed = json.loads(swarm.manager("network", "inspect", f"{swarm.STACK}_placedock"))[0]["Options"]
+    print(f"overlay encrypted by (mode, asked): {found}; the test swarm's: {deployed}")
+    assert found == {(mode, asked): asked for mode, asked in found}
+    assert ("encrypted" in deployed) == testswarm.ENCRYPTED_OVERLAY
+
+
+MEMCACHE_DUMP = """
+import json, socket, urllib.parse
+s = socket.create_connection(("memcached", 11211), timeout=5)
+def ask(line):
+    s.sendall(line.encode() + b"\\r\\n")
+    data = b""
+    while not data.endswith(b"END\\r\\n"):
+        data += s.recv(65536)
+    return data.decode(errors="replace")
+keys = [urllib.parse.unquote(part[4:]) for line in ask("lru_crawler metadump all").splitlines()
+        for part in line.split() if part.startswith("key=")]
+print(json.dumps({key: ask("get " + key) for key in keys}))
+"""
+
+
+def test_token_cache_in_memcached_is_signed_not_plain(admin_headers):
+    for _ in range(5):
+        requests.get(f"{os.environ['PLACEMENT_URL']}/resource_providers", headers=admin_headers, timeout=10)
+    node = running()[0][1]
+    host = testswarm.socket(int(node.removeprefix("node-")))
+    container = stack.docker("-H", host, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={PLACEMENT}")
+    dump = json.loads(stack.docker("-H", host, "exec", container.split()[0], "python3", "-c", MEMCACHE_DUMP))
+    # keystonemiddleware's entries (keystone's own cache shares the memcached).
+    tokens = {key: value for key, value in dump.items() if key.startswith("tokens/")}
+    plain = [key for key, value in tokens.items() if '"roles"' in value or '"admin"' in value]
+    print(f"memcached: {len(dump)} items, {len(tokens)} of placement's token cache, {len(plain)} of them readable")
+    assert tokens, "no token in memcached: placement's token cache is not used"
+    assert plain == []
 
 
 def placement_image(suffix, dockerfile_tail):
@@ -137,73 +337,96 @@ def placement_image(suffix, dockerfile_tail):
     return f"{swarm.registry_address()}/{name}:{tag}-{suffix}"
 
 
-def update(image):
-    """docker service update --image, then the seconds until the update
-    ended, and how: completed, or rollback_completed."""
+def update_status():
+    """(when the service's last update started, its state)."""
+    out = swarm.manager(
+        "service", "inspect", "--format", "{{with .UpdateStatus}}{{.StartedAt}}|{{.State}}{{end}}", PLACEMENT
+    )
+    started, _, state = out.partition("|")
+    return started, state
+
+
+def update(image, timeout=240):
+    """docker service update --image, then the seconds until this update
+    (not an earlier one) ended, and how: completed, or rollback_completed."""
+    earlier = update_status()[0]
     started = time.monotonic()
-    swarm.manager("service", "update", "--detach", "--image", image, PLACEMENT)
+    swarm.manager("service", "update", "--detach", "--with-registry-auth", "--image", image, PLACEMENT)
     ended = ("completed", "rollback_completed", "paused", "rollback_paused")
-    wait_until(lambda: swarm.update_state(PLACEMENT) in ended, timeout=180, step=0.5, what=f"update to {image}")
-    return time.monotonic() - started, swarm.update_state(PLACEMENT)
+
+    def done():
+        when, state = update_status()
+        return when != earlier and state in ended
+
+    wait_until(done, timeout=timeout, step=0.5, what=f"update to {image}")
+    return time.monotonic() - started, update_status()[1]
 
 
-def test_rolling_update_under_load_fails_no_get(placement_url, admin_headers):
-    image = placement_image("rollout", 'LABEL org.opencontainers.image.revision="swarm-rollout"')
-    before = {task_id for task_id, _, _, _ in running()}
-    with Load(placement_url, admin_headers, READ_PATHS, limit_seconds=200) as load:
-        took, outcome = update(image)
-        time.sleep(2)
-    now = running()
-    print(f"rolling update to {image}: {outcome} in {took:.1f}s; {load.sent} GETs, {len(load.failures)} failed")
-    assert outcome == "completed"
-    assert len(now) == REPLICAS and all(task[3] == image for task in now), now
-    assert not before & {task_id for task_id, _, _, _ in now}
-    assert up_count() == REPLICAS
-    assert load.failures == [], load.failures[:5]
-
-
-def test_broken_image_is_rolled_back_while_the_old_replicas_serve(placement_url, admin_headers):
+def test_at_6_replicas_rollback_update_drain_and_scale_down_converge_under_mixed_load(
+    placement_url, admin_headers, restored
+):
+    """Every node holds 2 replicas: the shape in which a start-first update
+    deadlocked, and a drained node's tasks found no place, under
+    max_replicas_per_node 2 (moby/moby#40797). Two writers and a reader
+    throughout; a broken image is rolled back, a good one rolled out, a node
+    drained, and then 6 -> 2."""
     broken = placement_image("broken", 'ENTRYPOINT ["sh", "-c", "echo placedock: broken on purpose >&2; exit 1"]')
-    before = sorted(running())
-    with Load(placement_url, admin_headers, READ_PATHS, limit_seconds=200) as load:
-        took, outcome = update(broken)
-        time.sleep(2)
-    after = sorted(running())
-    history = swarm.manager("service", "ps", PLACEMENT, "--format", "{{.Image}} {{.Error}}").splitlines()
-    print(
-        f"broken image {broken}: {outcome} in {took:.1f}s; {load.sent} GETs, {len(load.failures)} failed; "
-        f"tasks running before and after the same: {before == after}"
-    )
-    assert outcome == "rollback_completed"
-    assert any(line.startswith(broken) for line in history), history
-    # The old replicas never stopped: the same tasks, on the same image.
-    assert after == before
-    assert up_count() == REPLICAS
-    assert load.failures == [], load.failures[:5]
+    image = placement_image("rollout", 'LABEL org.opencontainers.image.revision="swarm-rollout"')
+    providers = vcpu_providers(placement_url, admin_headers, "swarm")
+    project = str(uuid.uuid4())
+    read_paths = tuple(f"/resource_providers/{rp}/usages" for rp in providers) + READ_PATHS
+    writers = [Writer(placement_url, admin_headers, providers, seconds=400, project=project) for _ in range(2)]
+    sent = {}  # GETs sent during each step
+    with Load(placement_url, admin_headers, read_paths, limit_seconds=400) as reads:
+        for writer in writers:
+            writer.start()
 
+        def step(name, action):
+            before = reads.sent
+            result = action()
+            sent[name] = reads.sent - before
+            return result
 
-def test_scale_3_to_6_to_2_under_load_fails_no_get(placement_url, admin_headers, restored):
-    with Load(placement_url, admin_headers, READ_PATHS, limit_seconds=200) as load:
         swarm.manager("service", "scale", "--detach", f"{PLACEMENT}=6")
-        to_six = wait_until(lambda: settled(6), timeout=120, step=0.2, what="6 replicas UP")
-        during_up, before = load.sent, load.sent
+        to_six = step("scale to 6", lambda: wait_until(lambda: settled(6), timeout=120, step=0.2, what="6 UP"))
+        at_six = sorted(running())
+        per_node = Counter(node for _, node, _, _ in at_six)
+        (rollback, rolled_back) = step("broken image", lambda: update(broken))
+        after_rollback = sorted(running())
+        took, outcome = step("update", lambda: update(image))
+        updated = running()
+        victim = next(node for _, node, _, _ in updated if node != DB_NODE)
+        drained = time.monotonic()
+        swarm.manager("node", "update", "--availability", "drain", victim)
+        moved = step(
+            "drain", lambda: wait_until(lambda: settled(6, avoid=victim), timeout=90, step=0.2, what="drained")
+        )
+        after_drain = Counter(node for _, node, _, _ in running())
         swarm.manager("service", "scale", "--detach", f"{PLACEMENT}=2")
-        to_two = wait_until(lambda: settled(2), timeout=60, step=0.2, what="2 replicas UP")
-        during_down = load.sent - before
-        time.sleep(2)  # and keep serving on the two that are left
-    nodes = Counter(node for _, node, _, _ in running())
+        to_two = step("scale to 2", lambda: wait_until(lambda: settled(2), timeout=60, step=0.2, what="2 UP"))
+        for writer in writers:
+            writer.stop.set()
+            writer.join()
+    window = [round(at - drained, 1) for at, _, _ in reads.failures]
+    statuses = sum((w.statuses for w in writers), Counter())
     print(
-        f"scale: 3->6 in {to_six:.1f}s, 6->2 in {to_two:.1f}s (running and UP in the front door; the 2 left on "
-        f"{dict(nodes)}); {load.sent} GETs ({during_up} while scaling up, {during_down} while scaling down), "
-        f"{len(load.failures)} failed"
+        f"6 replicas in {to_six:.1f}s as {dict(per_node)}; broken image {rolled_back} in {rollback:.1f}s; "
+        f"update {outcome} in {took:.1f}s; {victim} drained, 6 UP elsewhere in {moved:.1f}s as {dict(after_drain)}; "
+        f"2 left in {to_two:.1f}s; GETs sent per step {sent}, {reads.sent} in all, {len(reads.failures)} failed "
+        f"(at {window} s from the drain); writes by status {dict(statuses)}, "
+        f"{sum(len(w.written) for w in writers)} acknowledged, {sum(len(w.unsure) for w in writers)} in doubt"
     )
-    assert during_up >= 2 and during_down >= 2, (during_up, during_down)
-    assert load.failures == [], load.failures[:5]
-
-
-def credentials():
-    """Every password and database URL that tools/swarm.py makes a secret of, as env/ holds them."""
-    return {name: stack.env_file(env_file)[var] for name, (env_file, var) in swarm.SECRETS.items()}
+    assert max(per_node.values()) == 2, per_node
+    # The rollback: the old replicas never stopped, the same tasks on the same image.
+    assert rolled_back == "rollback_completed" and after_rollback == at_six
+    assert outcome == "completed"
+    assert all(task[3] == image for task in updated) and not {t[0] for t in at_six} & {t[0] for t in updated}
+    assert victim not in after_drain and sum(after_drain.values()) == 6
+    assert all(count > 0 for count in sent.values()), sent
+    assert reads.failures == [], reads.failures[:5]
+    assert [bad for w in writers for bad in w.bad] == []
+    assert sum(len(w.written) for w in writers) > 50
+    check_books(placement_url, admin_headers, providers, writers)
 
 
 def environments():
@@ -216,20 +439,46 @@ def environments():
 
 
 def leaks():
-    """{service: the secret} of every service whose environment holds a credential's value."""
-    return {svc: name for svc, env in environments().items() for name, value in credentials().items() if value in env}
+    """{service: the variable} of every service whose environment holds a secret's value."""
+    return {svc: var for svc, env in environments().items() for var, value in made().items() if value in env}
 
 
-def test_keystone_mode_validates_real_tokens_and_no_credential_is_in_an_environment(placement_url):
-    took = swarm.deploy("keystone", replicas=REPLICAS, timeout=240)
-    token = stack.admin_token()
-    for name, address in NODES.items():
-        url = f"http://{address}:8778/resource_providers"
-        assert requests.get(url, headers={"x-auth-token": token}, timeout=10).status_code == 200, name
-        # noauth2's admin token means nothing to keystone.
-        assert requests.get(url, headers={"x-auth-token": "admin"}, timeout=10).status_code == 401, name
+def test_no_credential_is_in_an_environment():
     given = sorted(svc for svc, env in environments().items() if "_FILE=/run/secrets/" in env)
-    print(f"keystone mode: deployed over the noauth stack in {took:.1f}s; secrets given as files to {given}")
+    print(f"keystone mode: secrets given as files to {given}")
     assert leaks() == {}
-    holders = ("mariadb", "placement", "keystone", "keystone-init", "keystone-register")
+    holders = ("mariadb", "placement", "keystone", "keystone-init", "keystone-register", "haproxy")
     assert {swarm.service(name) for name in holders} <= set(given)
+
+
+def from_node(n, url):
+    """The status of a GET of URL sent from test node N's own address."""
+    probe = (
+        "import urllib.request, urllib.error\n"
+        f"try:\n    print(urllib.request.urlopen({url!r}, timeout=5).status)\n"
+        "except urllib.error.HTTPError as e:\n    print(e.code)"
+    )
+    done = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{testswarm.NETNS}{n}", sys.executable, "-c", probe],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(done.stdout)
+
+
+def test_noauth_only_on_the_flag_and_only_to_the_addresses_it_names():
+    """Last: it replaces the keystone stack with a noauth one."""
+    host = testswarm.HOST_ADDRESS  # this machine, on the test hosts' bridge
+    took = swarm.deploy(
+        "noauth", replicas=REPLICAS, timeout=240, clients=[f"{host}/32"], encrypted=testswarm.ENCRYPTED_OVERLAY
+    )
+    url = f"{os.environ['PLACEMENT_URL']}/resource_providers"
+    ours = requests.get(url, headers={"x-auth-token": "admin"}, timeout=10)
+    theirs = from_node(2, url)
+    body = requests.get(url, headers={"x-auth-token": "admin"}, timeout=10).json()
+    print(
+        f"noauth, served to {host}/32 only: deployed in {took:.1f}s; "
+        f"from {host} {ours.status_code}, from node-2 {theirs}"
+    )
+    assert ours.status_code == 200 and "resource_providers" in body
+    assert theirs == 403
+    assert leaks() == {}

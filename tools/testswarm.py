@@ -13,8 +13,12 @@ nsenter, its own data root, exec root, socket and hostname (node-N). Node 1
 is the manager and is labelled placedock.database=true and
 placedock.keystone=true; the others join as
 workers. The image registry runs on this machine's own engine
-(placedock-testswarm-registry): the nodes pull from 10.99.0.1:5050, this
-engine pushes to 127.0.0.1:15050. Traffic stays on the bridge and loopback.
+(placedock-testswarm-registry), with credentials like any other
+(tools/swarm.py registry): the nodes pull from 10.99.0.1:5050, this engine
+pushes to 127.0.0.1:15050, and both are logged in, in a DOCKER_CONFIG of the
+test swarm's own. Its secrets are strong and random (tools/swarm.py secrets),
+recorded in its own PLACEDOCK_SWARM_STATE, where the tests read them. Traffic
+stays on the bridge and loopback.
 
 `down` works from any state a failed `up` left: engines are stopped by their
 pid, then anything else still running under their exec roots; their mounts
@@ -48,6 +52,11 @@ REGISTRY_PULL = f"{HOST_ADDRESS}:5050"
 REGISTRY_PUSH = "127.0.0.1:15050"
 # Swarm's overlay networks, inside the nodes: clear of the hosts' subnet.
 OVERLAY_POOL = "10.10.0.0/16"
+# This machine's kernel cannot do the encrypted overlay's IPsec: the nodes'
+# dockerd log "Failed Adding rSA{... Aead: {Name: rfc4106(gcm(aes)) ...}:
+# function not implemented", and every packet between nodes is dropped. The
+# test swarm deploys with --unencrypted-overlay (swarm/encrypted.yaml).
+ENCRYPTED_OVERLAY = False
 
 
 def log(message):
@@ -81,13 +90,19 @@ def settings(nodes):
     """What a command needs to use the test swarm (tools/swarm.py, the tests)."""
     return {
         "PLACEDOCK_SWARM_HOST": socket(1),
+        # The registry's credentials, this test swarm's only.
+        "DOCKER_CONFIG": str(RUN / "docker-config"),
+        "PLACEDOCK_SWARM_STATE": str(RUN / "state"),
+        # The passwords `swarm.py secrets` made, for the tests' tokens.
+        "PLACEDOCK_CREDENTIALS": str(RUN / "state" / f"{swarm.STACK}-secrets.env"),
         "PLACEDOCK_REGISTRY": REGISTRY_PULL,
         "PLACEDOCK_REGISTRY_PUSH": REGISTRY_PUSH,
         "PLACEDOCK_SWARM_NODES": " ".join(f"node-{n}={address(n)}" for n in range(1, nodes + 1)),
         # Every node is a front door (haproxy runs on each): node 1's.
         "PLACEMENT_URL": f"http://{address(1)}:8778",
         "HAPROXY_STATS_URL": f"http://{address(1)}:8404",
-        "PLACEDOCK_AUTH_MODE": "noauth",
+        # keystone mode, swarm.py deploy's default.
+        "PLACEDOCK_AUTH_MODE": "keystone",
         # Keystone mode (swarm/keystone.yaml): keystone runs on node 1.
         "PLACEDOCK_PUBLIC_HOST": address(1),
         "KEYSTONE_URL": f"http://{address(1)}:5000/v3",
@@ -156,9 +171,14 @@ def make_swarm(nodes):
     sh("iptables", "-I", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
     for n in range(1, nodes + 1):
         make_node(n)
-    swarm.start_registry(REGISTRY, [f"{REGISTRY_PULL}:5000", f"{REGISTRY_PUSH}:5000"], volume=REGISTRY)
+    os.environ.update(settings(nodes))
+    swarm.start_registry(REGISTRY, [REGISTRY_PULL, REGISTRY_PUSH], volume=REGISTRY)
     for n in range(1, nodes + 1):
         stack.wait_until(lambda n=n: engine_answers(n), timeout=60, step=0.2, what=f"node-{n}'s engine")
+    # Logged in where each pushes or pulls: this engine, and the manager,
+    # whose engine reaches the nodes' address of the registry.
+    swarm.login(REGISTRY_PUSH)
+    swarm.login(REGISTRY_PULL, host=socket(1))
     node_docker(1, "swarm", "init", "--advertise-addr", address(1), "--default-addr-pool", OVERLAY_POOL)
     token = node_docker(1, "swarm", "join-token", "-q", "worker")
     for n in range(2, nodes + 1):
@@ -281,7 +301,9 @@ def run(args):
         os.environ.update(env)
         if args.deploy:
             swarm.push()
-            swarm.deploy("noauth", replicas=3, timeout=240)
+            # The README's safe path: strong random secrets, keystone mode.
+            swarm.make_secrets()
+            swarm.deploy("keystone", replicas=3, timeout=240, encrypted=ENCRYPTED_OVERLAY)
         try:
             status = subprocess.run(
                 args.command, env={**os.environ, **env}, timeout=max(deadline - time.monotonic(), 1)
@@ -303,7 +325,9 @@ def main():
     run_parser = sub.add_parser("run", help="up, COMMAND, down")
     for each in (up_parser, run_parser):
         each.add_argument("--nodes", type=int, default=3)
-    run_parser.add_argument("--deploy", action="store_true", help="push the images and deploy swarm/stack.yaml first")
+    run_parser.add_argument(
+        "--deploy", action="store_true", help="push the images, make secrets, deploy (keystone mode)"
+    )
     run_parser.add_argument("--timeout", type=float, default=480, help="seconds for the whole run, down excluded")
     run_parser.add_argument("command", nargs="+")
     sub.add_parser("down", help="remove every trace of the test swarm")
