@@ -190,7 +190,11 @@ def push():
         target = f"{address}/{source}"
         stack.docker("tag", source, target)
         started = time.monotonic()
-        stack.docker("push", "-q", target)
+        try:
+            stack.docker("push", "-q", target)
+        except subprocess.CalledProcessError as exc:
+            # Typically "no basic auth credentials": not logged in to the registry.
+            sys.exit(f"swarm: docker push {target}: {exc.stderr.strip().splitlines()[-1]} (README: Troubleshooting)")
         log(f"pushed {target} in {time.monotonic() - started:.1f}s")
 
 
@@ -396,7 +400,10 @@ def main():
         default=[],
         help="noauth mode instead: anyone at these addresses is placement's admin; repeatable",
     )
-    default_replicas = int(os.environ.get("PLACEMENT_REPLICAS") or 3)
+    try:
+        default_replicas = int(os.environ.get("PLACEMENT_REPLICAS") or 3)
+    except ValueError:
+        sys.exit(f"swarm: PLACEMENT_REPLICAS={os.environ['PLACEMENT_REPLICAS']} is not a number of replicas")
     dep.add_argument(
         "--replicas",
         type=int,
@@ -420,7 +427,7 @@ def main():
     wt = sub.add_parser("wait", help="wait until every service has converged")
     wt.add_argument("--timeout", type=float, default=300)
     sub.add_parser("rm", help="docker stack rm, and wait until it is gone")
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     if args.action == "secrets":
         make_secrets(dev=args.dev)
     elif args.action == "registry":
