@@ -375,7 +375,13 @@ def dump():
     print(manager("stack", "ps", STACK, "--no-trunc", check=False), flush=True)
     for name in manager("stack", "services", STACK, "--format", "{{.Name}}", check=False).split():
         print(f"--- {name}", flush=True)
-        subprocess.run(["docker", *host_flags(), "service", "logs", "--no-trunc", "--tail", "60", name], check=False)
+        command = ["docker", *host_flags(), "service", "logs", "--no-trunc", "--tail", "60", name]
+        try:
+            # It can wait for good on a task's log that never ends (seen here
+            # after a drain and 10 rolling updates).
+            subprocess.run(command, check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            print(f"(docker service logs {name}: no end after 30 s, left)", flush=True)
 
 
 def main():
