@@ -1,6 +1,6 @@
 """Every placement replica count from 1 to 10 on the three test hosts: at each,
 a broken image rolled back, a rolling update and a node drained, under a
-reader through node-1's front door. About 17 minutes, so not part of `tox`:
+reader through node-1's front door. About 15 minutes, so not part of `tox`:
 
     tox -e swarm-counts
 
@@ -20,7 +20,7 @@ from test_swarm import DB_NODE, PLACEMENT, READ_PATHS, placement_image, running,
 import swarm
 
 # The gap of a drain at 1 replica: the replica's stop drain (3 s), then the
-# new one's start until haproxy has it UP. 8.5 s measured here, twice.
+# new one's start until haproxy has it UP. 7.5-8.5 s measured here.
 ONE_REPLICA_DRAIN_GAP = 15
 
 
