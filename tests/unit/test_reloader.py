@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from stack import wait_until
 
-RELOADER = Path(__file__).resolve().parent.parent / "placement" / "reloader.py"
+RELOADER = Path(__file__).resolve().parents[2] / "placement" / "reloader.py"
 
 # reloader.py with the lock file given, any free port, and no standby (each
 # start is from cold: one fake uwsgi per replica at a time).
