@@ -7,8 +7,10 @@
 `run` builds the images, brings up the test project (its own compose project
 name and its own loopback ports, so a dev stack on 8778 is left alone), waits
 until haproxy reports every replica UP, runs COMMAND with PLACEMENT_URL and
-friends in its environment, prints `ps` and the logs if COMMAND failed, and
-always ends with `down -v` unless PLACEDOCK_KEEP_STACK=1.
+friends in its environment, prints `ps` and the logs' last lines if COMMAND
+failed and keeps every container's whole log in a file (PLACEDOCK_LOG_DIR;
+tox: .tox/<env>/logs), and always ends with `down -v` unless
+PLACEDOCK_KEEP_STACK=1.
 
 Tests import this module for the same project settings (see tests/conftest.py);
 it is the one place that talks to a compose project and reads Docker and
@@ -26,6 +28,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -293,8 +296,29 @@ class Stack:
         return names
 
     def dump(self):
+        """What a failure leaves to read: `ps -a`, each service's last lines,
+        and every container's whole log kept in a file."""
         self.compose("ps", "-a", check=False)
-        self.compose("logs", "--no-color", "--tail=200", check=False)
+        self.compose("logs", "--no-color", "--tail=50", check=False)
+        where = keep_logs(self.project, self.container_ids(all_states=True))
+        print(f"stack: every container's whole log is kept in {where}", flush=True)
+
+
+def keep_logs(project, containers):
+    """Each container's whole log (with docker's timestamps) in a file of its
+    own, in a new directory under PLACEDOCK_LOG_DIR (tox: .tox/<env>/logs),
+    else under the system's temporary directory; that directory."""
+    base = Path(os.environ.get("PLACEDOCK_LOG_DIR") or Path(tempfile.gettempdir()) / "placedock-logs")
+    where = base / f"{project}-{time.strftime('%Y%m%d-%H%M%S')}"
+    where.mkdir(parents=True, exist_ok=True)
+    for container in containers:
+        done = subprocess.run(["docker", "logs", "--timestamps", container], capture_output=True, text=True)
+        try:
+            name = container_name(container)
+        except subprocess.CalledProcessError:  # gone meanwhile
+            name = container
+        (where / f"{name}.log").write_text(done.stdout + done.stderr)
+    return where
 
 
 def wait_until(condition, timeout, step=0.05, what="the condition"):
@@ -464,7 +488,8 @@ def run(args):
         if keep:
             print(
                 "stack: kept (PLACEDOCK_KEEP_STACK=1); remove it: "
-                f"python tools/stack.py down --mode {args.mode} --database {args.database}"
+                f"PLACEDOCK_PROJECT={stack.project} python tools/stack.py down --mode {args.mode} "
+                f"--database {args.database}"
             )
         else:
             stack.down()
