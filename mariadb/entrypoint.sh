@@ -80,7 +80,24 @@ umask 077
     done
 } >"$init"
 
+# The init file holds every account's password: it leaves the container's
+# files as soon as the server has run it. mariadbd runs it before it takes
+# connections, so the first query that works means it is done. This runs
+# beside mariadbd (`$$`, the pid the execs below give to it, or to
+# galera-node and then to mariadbd), and the next start writes it again.
+forget_init() {
+    local server=$1
+    while kill -0 "$server" 2>/dev/null; do
+        if mariadb -u healthcheck -N -B --connect-timeout=1 -e "SELECT 1" >/dev/null 2>&1; then
+            rm -f "$init"
+            return
+        fi
+        sleep 1
+    done
+}
+
 if [ "${1:-}" = mariadbd ]; then
+    forget_init $$ &
     # A node of a Galera cluster (compose.galera.yaml) decides first how it starts.
     if [ -n "${GALERA_CLUSTER_ADDRESS:-}" ]; then
         exec galera-node "$init" "$@"
