@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import stack
-from load import Load
+from ledger import Traffic
 from stack import wait_until
 
 PROJECT = "placedock-src"
@@ -113,45 +113,55 @@ def test_an_edit_is_served_by_every_replica_within_5s_with_no_failed_request(
     servers = set(stack.up_servers())
     assert len(servers) == REPLICAS
     token = uuid.uuid4().hex[:12]
-    with Load(placement_url, admin_headers, LOAD_PATHS) as load:
+    with Traffic(placement_url, admin_headers, LOAD_PATHS) as load:
         time.sleep(0.5)
+        edited = time.time()
         mark_root_document(tree / ROOT_HANDLER, token)
         first, sent, failures = poll_front_door(
             placement_url, lambda body: body["versions"][0].get("placedock_edit") == token, servers, timeout=20
         )
     times = ", ".join(f"{server} {seconds:.2f}s" for server, seconds in sorted(first.items(), key=lambda kv: kv[1]))
-    print(f"\nsrc: edit served by {times}; {sent} GET / and {load.sent} other requests, {len(failures)} failed")
+    print(f"\nsrc: edit served by {times}; {sent} GET / ({len(failures)} failed), and {load.summary()}")
     assert set(first) == servers, f"not every replica served the edit: {first}"
     assert max(first.values()) <= SERVED_WITHIN, first
     assert failures == [], failures[:5]
-    assert load.failures == [], load.failures[:5]
+    assert load.read_failures == [], load.read_failures[:5]
     # One after another, not all at once: no two replicas' reloads overlap.
-    reloads = sorted(reload_intervals(src_stack))
+    reloads = sorted(reload_intervals(src_stack, since=edited))
     assert len(reloads) == REPLICAS, reloads
     for (_, earlier_end), (later_start, _) in zip(reloads, reloads[1:], strict=False):
         assert later_start >= earlier_end - 0.1, reloads
 
 
-def reload_intervals(project):
-    """(start, end) of each reload, in seconds since the epoch: a reload's log
-    line is stamped when it ends and says how long it took."""
+def reload_intervals(project, since):
+    """(start, end) of each reload that ended after `since`, in seconds since
+    the epoch: a reload's log line is stamped when it ends and says how long
+    it took."""
     logs = project.compose("logs", "--no-color", "--timestamps", "placement", capture=True).stdout
     line = re.compile(r"\| (\S+)T(\S+?)(?:\.(\d+))?Z placedock: .* changed: reloaded in ([\d.]+)s")
     intervals = []
     for match in line.finditer(logs):
         date, clock, fraction, took = match.groups()
         end = datetime.fromisoformat(f"{date}T{clock}+00:00").timestamp() + float(f"0.{fraction or 0}")
-        intervals.append((end - float(took), end))
+        if end >= since:
+            intervals.append((end - float(took), end))
     return intervals
 
 
 def test_a_tree_that_does_not_import_takes_one_replica_out_and_the_others_serve(
     src_stack, tree, placement_url, admin_headers
 ):
+    # A good edit of its own first, served everywhere: what the others keep serving.
     handler = tree / ROOT_HANDLER
+    token = uuid.uuid4().hex[:12]
+    mark_root_document(handler, token)
+    servers = set(stack.up_servers())
+    first, _, failures = poll_front_door(
+        placement_url, lambda body: body["versions"][0].get("placedock_edit") == token, servers, timeout=20
+    )
+    assert set(first) == servers and failures == [], (first, failures[:5])
     good = handler.read_text()
-    token = re.search(r"'placedock_edit': '(\w+)'", good)
-    with Load(placement_url, admin_headers, ("/", *LOAD_PATHS)) as load:
+    with Traffic(placement_url, admin_headers, ("/", *LOAD_PATHS)) as load:
         handler.write_text(good + "\n\ndef broken(:\n    pass\n")
         try:
             out = wait_until(lambda: "unhealthy" in replica_health(src_stack), timeout=30, step=0.2)
@@ -167,7 +177,7 @@ def test_a_tree_that_does_not_import_takes_one_replica_out_and_the_others_serve(
         stack.wait_for_up(REPLICAS, timeout=10)
     print(
         f"\nsrc: syntax error: one replica unhealthy after {out:.1f}s, healthy {back:.1f}s after the fix; "
-        f"{load.sent} requests, {len(load.failures)} failed"
+        f"{load.summary()}"
     )
     assert health == ["healthy"] * (REPLICAS - 1) + ["unhealthy"], health
     assert len(up) == REPLICAS - 1, up
@@ -176,8 +186,8 @@ def test_a_tree_that_does_not_import_takes_one_replica_out_and_the_others_serve(
     assert re.search(
         r"placedock: placement does not load: /opt/placement-src/placement/handlers/root\.py:\d+: SyntaxError: ", logs
     ), logs[-3000:]
-    assert all(body["versions"][0].get("placedock_edit") == token.group(1) for body in bodies), bodies
-    assert load.failures == [], load.failures[:5]
+    assert all(body["versions"][0].get("placedock_edit") == token for body in bodies), bodies
+    assert load.read_failures == [], load.read_failures[:5]
 
 
 def test_a_new_migration_is_applied_by_the_next_up(src_stack, tree):

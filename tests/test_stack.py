@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import requests
 import stack
-from load import Load
+from ledger import Traffic, unbalanced, vcpu_providers
 
 REPLICAS = 3
 SERVER_HEADER = "X-Placedock-Server"
@@ -35,13 +35,20 @@ def test_requests_spread_over_every_replica(placement_url):
 
 def test_write_through_one_replica_reads_back_through_every_replica(placement_url, admin_headers, provider):
     path = f"/resource_providers/{provider['uuid']}"
+    body = {"resource_provider_generation": provider["generation"], "inventories": {"VCPU": {"total": 8}}}
+    resp = requests.put(placement_url + path + "/inventories", json=body, headers=admin_headers, timeout=10)
+    assert resp.status_code == 200, resp.text
+    written, writer = resp.json()["resource_provider_generation"], resp.headers[SERVER_HEADER]
+    assert written == provider["generation"] + 1
     seen = {}
     for _ in range(3 * REPLICAS):
         resp = requests.get(placement_url + path, headers=admin_headers, timeout=10)
         assert resp.status_code == 200, resp.text
         assert resp.json()["name"] == provider["name"]
-        seen[resp.headers[SERVER_HEADER]] = resp.json()["generation"]
+        seen.setdefault(resp.headers[SERVER_HEADER], set()).add(resp.json()["generation"])
     assert len(seen) == REPLICAS, seen
+    # Every replica, the writer's included, reads the generation the write gave.
+    assert seen == dict.fromkeys(seen, {written}), f"written {written} through {writer}; read {seen}"
 
 
 @pytest.fixture
@@ -54,20 +61,27 @@ def test_scale_down_and_up_without_haproxy_restart_or_failed_request(
     placement_url, admin_headers, compose_stack, haproxy_container
 ):
     before = stack.started_at(haproxy_container)
+    providers = vcpu_providers(placement_url, admin_headers, "test-stack-scale")
     paths = ("/", "/resource_providers", "/traits?name=startswith:HW_CPU")
-    with Load(placement_url, admin_headers, paths) as load:
-        sent = load.sent
+    with Traffic(placement_url, admin_headers, paths, providers, writers=2) as book:
+        done = book.reads + book.writes
         compose_stack.scale(1)
         stack.wait_for_up(1, timeout=30)
-        during_down, sent = load.sent - sent, load.sent
+        during_down, done = book.reads + book.writes - done, book.reads + book.writes
         assert len(compose_stack.container_ids("placement")) == 1
         compose_stack.scale(REPLICAS)
         stack.wait_for_up(REPLICAS, timeout=60)
-        during_up = load.sent - sent
+        during_up = book.reads + book.writes - done
         time.sleep(1)
-    # The load really ran across both changes.
-    assert during_down >= 2 and during_up >= 2, (during_down, during_up)
-    assert load.failures == [], f"{len(load.failures)} of {load.sent} failed: {load.failures[:5]}"
+    print(f"\nscale {REPLICAS}->1->{REPLICAS}: {book.summary()}")
+    # The traffic really ran across both changes.
+    assert during_down >= 4 and during_up >= 4, (during_down, during_up)
+    # No request failed, read or write, and every write is where it was acknowledged.
+    assert book.read_failures == [], book.read_failures[:5]
+    assert (book.in_doubt, book.refused) == ([], {}), (book.in_doubt[:5], book.refused)
+    assert book.outcomes["acknowledged"] >= 4
+    assert book.verify(placement_url, admin_headers) == []
+    assert unbalanced(placement_url, admin_headers, providers) == []
     assert stack.started_at(haproxy_container) == before
     assert len(answered_by(placement_url)) == REPLICAS
 
