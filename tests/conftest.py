@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 import requests
 
-# Plain asserts in the shared load helpers report their values too.
-pytest.register_assert_rewrite("load")
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import stack  # noqa: E402
 

@@ -14,13 +14,12 @@ import json
 import subprocess
 import time
 import uuid
-from collections import Counter
 from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
 import stack
-from load import Load, Writer, check_books, vcpu_providers
+from ledger import Traffic, unbalanced, vcpu_providers
 from stack import wait_until
 
 NODES = ("galera-1", "galera-2", "galera-3")
@@ -225,55 +224,58 @@ def failed_between(failures, start, end):
     return [moment for moment, *_ in failures if start <= moment < end]
 
 
+# The writer's loss under 2 writers: each can have a write in flight on it,
+# and each gets placement's 503 (Retry-After: 2, waited out) until the front
+# door has moved to a backup, a few seconds at most; measured here: see the
+# README's Galera table.
+WRITES_IN_DOUBT = 8
+
+
 def test_writer_killed_under_load_loses_nothing_and_rejoins(nodes, placement_url, admin_headers):
     providers = vcpu_providers(placement_url, admin_headers, "galera")
-    project = str(uuid.uuid4())
-    writers = [Writer(placement_url, admin_headers, providers, seconds=45, project=project) for _ in range(2)]
     read_paths = (*(f"/resource_providers/{rp}/usages" for rp in providers), "/allocation_candidates?resources=VCPU:1")
-    with Load(placement_url, admin_headers, read_paths, limit_seconds=60, timeout=30) as reads:
-        for writer in writers:
-            writer.start()
+    traffic = Traffic(placement_url, admin_headers, read_paths, providers, writers=2, seconds=45)
+    with traffic as book:
         time.sleep(4)
-        killed = time.monotonic()
+        killed = time.monotonic() - book.started
         stack.docker("kill", nodes[WRITER])
         out = wait_until(
             lambda: door_status(WRITER).startswith("DOWN"), timeout=15, what="the writer DOWN in the front door"
         )
         time.sleep(8)
         stack.docker("start", nodes[WRITER])
-        restarted = time.monotonic()
+        restarted = time.monotonic() - book.started
         rejoined = wait_until(lambda: synced(nodes[WRITER]), timeout=120, what=f"{WRITER} Synced again")
         wait_until(lambda: door_status(WRITER) == "UP", timeout=15, what=f"{WRITER} back in the front door")
-        failback = time.monotonic()
-        for writer in writers:
-            writer.join()
-        ended = time.monotonic()
+        traffic.join()
+        ended = time.monotonic() - book.started
 
     # From the kill until GETs succeed again; then, from the node's start
     # until it is back in the front door and the connections have moved to it,
     # from the first failed GET to the last.
-    failover = failed_between(reads.failures, killed, restarted)
-    failback = failed_between(reads.failures, restarted, ended + 1)
+    failover = failed_between(book.read_failures, killed, restarted)
+    failback = failed_between(book.read_failures, restarted, ended + 1)
     over, failed_over = (max(failover) - killed if failover else 0.0), len(failover)
     back, failed_back = (max(failback) - min(failback) if failback else 0.0), len(failback)
-    statuses = sum((w.statuses for w in writers), Counter())
-    log = "\n".join(logs_since(nodes[WRITER], restarted))
+    log = "\n".join(logs_since(nodes[WRITER], restarted + book.started))
     how = "IST" if "IST received" in log else "SST" if "SST completed" in log else "unknown"
     print(
         f"galera: writer killed: DOWN in the front door after {out:.1f}s; GETs failed for {over:.1f}s after "
-        f"the kill ({failed_over} of {reads.sent}); it rejoined by {how} and was Synced {rejoined:.1f}s after its "
+        f"the kill ({failed_over}); it rejoined by {how} and was Synced {rejoined:.1f}s after its "
         f"start; {failed_back} GETs failed (within {back:.1f}s) while it rejoined and took the connections "
-        f"back; writes by status {dict(statuses)}"
+        f"back; {book.summary()}"
     )
-    for moment, path, what in reads.failures:
-        print(f"galera:   GET failed {moment - killed:+.1f}s after the kill: {path}: {what[:160]}")
-    assert [bad for writer in writers for bad in writer.bad] == []
-    assert sum(len(writer.written) for writer in writers) > 50
+    for moment, path, what in book.read_failures + book.in_doubt:
+        print(f"galera:   failed {moment - killed:+.1f}s after the kill: {path}: {what[:160]}")
+    assert book.refused == {}, book.refused
+    assert len(book.in_doubt) <= WRITES_IN_DOUBT, book.in_doubt
+    assert book.outcomes["acknowledged"] > 50
     # GETs fail for a bounded window, then succeed.
     assert over <= 5
     assert back <= 5
 
-    check_books(placement_url, admin_headers, providers, writers)
+    assert book.verify(placement_url, admin_headers) == []
+    assert unbalanced(placement_url, admin_headers, providers) == []
     wait_until(lambda: all_synced(nodes), timeout=60, what="three Synced nodes")
     rows = {name: snapshot(container) for name, container in nodes.items()}
     assert rows[WRITER] == rows[BACKUPS[0]] == rows[BACKUPS[1]], rows

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 import stack
-from load import Load
+from ledger import Traffic
 from test_swarm import DB_NODE, PLACEMENT, READ_PATHS, placement_image, running, settled, update
 
 import swarm
@@ -34,14 +34,14 @@ def images():
 
 @pytest.fixture(scope="module")
 def reads(admin_headers):
-    with Load(os.environ["PLACEMENT_URL"], admin_headers, READ_PATHS, limit_seconds=2400) as load:
-        yield load
+    with Traffic(os.environ["PLACEMENT_URL"], admin_headers, READ_PATHS, seconds=2400) as book:
+        yield book
 
 
 @pytest.mark.parametrize("count", range(1, 11))
 def test_at_every_count_rollback_update_and_drain_converge(count, images, reads):
     broken, good = images
-    failed_before, sent_before = len(reads.failures), reads.sent
+    failed_before, sent_before = len(reads.read_failures), reads.reads
     swarm.manager("service", "scale", "--detach", f"{PLACEMENT}={count}")
     scaled = stack.wait_until(lambda: settled(count), timeout=180, step=0.5, what=f"{count} UP")
     before = sorted(running())
@@ -51,20 +51,20 @@ def test_at_every_count_rollback_update_and_drain_converge(count, images, reads)
     stack.wait_until(lambda: settled(count), timeout=120, step=0.5, what=f"{count} UP after the update")
     updated = Counter(node for _, node, _, _ in running())
     victim = next((node for node in sorted(updated) if node != DB_NODE), "node-2")
-    failed_mid = len(reads.failures)
+    failed_mid = len(reads.read_failures)
     swarm.manager("node", "update", "--availability", "drain", victim)
     try:
         drained = stack.wait_until(lambda: settled(count, avoid=victim), timeout=180, step=0.5, what="drained")
     finally:
         swarm.manager("node", "update", "--availability", "active", victim)
     moved = Counter(node for _, node, _, _ in running())
-    before_drain = reads.failures[failed_before:failed_mid]
-    in_drain = [moment for moment, _, _ in reads.failures[failed_mid:]]
+    before_drain = reads.read_failures[failed_before:failed_mid]
+    in_drain = [moment for moment, _, _ in reads.read_failures[failed_mid:]]
     gap = (max(in_drain) - min(in_drain)) if in_drain else 0.0
     print(
         f"{count} replicas: up in {scaled:.1f}s as {dict(updated)}; broken image {rolled_back} in {rollback:.1f}s; "
         f"update {outcome} in {took:.1f}s; {victim} drained in {drained:.1f}s, now {dict(moved)}; "
-        f"{reads.sent - sent_before} GETs, {len(before_drain)} failed before the drain, {len(in_drain)} during it "
+        f"{reads.reads - sent_before} GETs, {len(before_drain)} failed before the drain, {len(in_drain)} during it "
         f"(within {gap:.1f}s)"
     )
     assert rolled_back == "rollback_completed" and after_rollback == before
@@ -74,4 +74,4 @@ def test_at_every_count_rollback_update_and_drain_converge(count, images, reads)
     if count == 1:
         assert gap <= ONE_REPLICA_DRAIN_GAP
     else:
-        assert in_drain == [], reads.failures[failed_mid:][:3]
+        assert in_drain == [], reads.read_failures[failed_mid:][:3]

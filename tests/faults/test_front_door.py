@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 import requests
 import stack
-from load import Load, Writer, check_books, vcpu_providers
+from ledger import Traffic, unbalanced, vcpu_providers
 from stack import wait_until
 
 
@@ -275,30 +275,22 @@ def test_the_readme_rescale_under_mixed_load_fails_nothing(compose_stack, placem
     re-run the one-shot services. Under GETs and allocation writes: no GET
     fails, every write is answered 2xx, and every acknowledged one is there."""
     providers = vcpu_providers(placement_url, admin_headers, "rescale")
-    project = str(uuid.uuid4())
-    writers = [Writer(placement_url, admin_headers, providers, seconds=300, project=project) for _ in range(2)]
     read_paths = ("/", *(f"/resource_providers/{rp}/usages" for rp in providers))
     timings = {}
-    with Load(placement_url, admin_headers, read_paths, limit_seconds=300) as reads:
-        for writer in writers:
-            writer.start()
+    with Traffic(placement_url, admin_headers, read_paths, providers, writers=2, seconds=300) as book:
         for step, args in (("to 5", ["--scale", "placement=5"]), ("back to the default", [])):
             started = time.monotonic()
             compose_stack.compose("up", "-d", "--wait", *args)
             timings[step] = time.monotonic() - started
         replicas = len(compose_stack.container_ids("placement"))
-        for writer in writers:
-            writer.stop.set()
-            writer.join()
-    statuses = sum((w.statuses for w in writers), Counter())
     print(
         f"rescale: up --scale placement=5 {timings['to 5']:.1f}s, up {timings['back to the default']:.1f}s; "
-        f"{reads.sent} GETs, {len(reads.failures)} failed; writes by status {dict(statuses)}"
+        f"{book.summary()}"
     )
     assert replicas == 3
     stack.wait_for_up(3, timeout=30)
-    assert reads.failures == [], reads.failures[:5]
-    assert [bad for w in writers for bad in w.bad] == []
-    assert set(statuses) <= Writer.SUCCESS, statuses
-    assert sum(len(w.written) for w in writers) > 20
-    check_books(placement_url, admin_headers, providers, writers)
+    assert book.read_failures == [], book.read_failures[:5]
+    assert (book.in_doubt, book.refused) == ([], {}), (book.in_doubt[:5], book.refused)
+    assert book.outcomes["acknowledged"] > 20
+    assert book.verify(placement_url, admin_headers) == []
+    assert unbalanced(placement_url, admin_headers, providers) == []

@@ -16,6 +16,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import ledger
 import requests
 
 HEADERS = {
@@ -206,10 +207,12 @@ def allocation_candidates(url, calls, warmup_calls):
 
 
 class _Stats:
-    """One client thread's requests. Only those that completed before the
-    deadline count toward req/s and latency: requests still in flight at the end
-    are finished (and counted in `completed`) but not timed, so a slow tail does
-    not stretch the measuring window."""
+    """One client thread's requests, by outcome (tools/ledger.py's taxonomy: a
+    read answered 200 or a write acknowledged is ok; a write refused, e.g. a
+    409, is counted apart; anything else is an error). Only those that
+    completed before the deadline count toward req/s and latency: requests
+    still in flight at the end are finished (and counted in `completed`) but
+    not timed, so a slow tail does not stretch the measuring window."""
 
     def __init__(self, deadline):
         self.deadline = deadline
@@ -217,29 +220,32 @@ class _Stats:
         self.latencies = []
         self.ok = 0
         self.errors = 0
-        self.conflicts = 0
+        self.refused = 0
         self.samples = []
         self.by_kind = {}
 
-    def record(self, kind, resp, started, ok_statuses):
+    def record(self, kind, resp, started):
         elapsed = time.perf_counter() - started
         self.completed += 1
         if time.monotonic() > self.deadline:
             return
         self.latencies.append(elapsed)
         self.by_kind.setdefault(kind, []).append(elapsed)
-        if resp.status_code in ok_statuses:
+        outcome = ledger.classify(resp.request.method, resp.status_code)
+        if outcome in (ledger.READ, ledger.ACKNOWLEDGED):
             self.ok += 1
+        elif outcome == ledger.REFUSED:
+            self.refused += 1
         else:
             self.errors += 1
             if len(self.samples) < 3:
                 self.samples.append(f"{resp.request.method} {resp.status_code} {resp.text[:400]}")
 
 
-def _timed(s, stats, kind, method, url, ok_statuses, **kwargs):
+def _timed(s, stats, kind, method, url, **kwargs):
     t0 = time.perf_counter()
     resp = s.request(method, url, timeout=REQUEST_TIMEOUT, **kwargs)
-    stats.record(kind, resp, t0, ok_statuses)
+    stats.record(kind, resp, t0)
     return resp
 
 
@@ -252,21 +258,21 @@ def read_op(s, url, stats, rng, providers, counter):
     """One read: GET /, GET /resource_providers?name=..., GET /allocation_candidates (small), in turn."""
     kind = next(counter) % 3
     if kind == 0:
-        _timed(s, stats, "GET /", "GET", url + "/", (200,))
+        _timed(s, stats, "GET /", "GET", url + "/")
     elif kind == 1:
         path = f"/resource_providers?name={rng.choice(providers)}"
-        _timed(s, stats, "GET /resource_providers?name", "GET", url + path, (200,))
+        _timed(s, stats, "GET /resource_providers?name", "GET", url + path)
     else:
         path = f"/allocation_candidates?{small_candidates_query(rng.choice(providers))}"
-        _timed(s, stats, "GET /allocation_candidates (in_tree)", "GET", url + path, (200,))
+        _timed(s, stats, "GET /allocation_candidates (in_tree)", "GET", url + path)
 
 
 def write_op(s, url, stats, rng, providers, counter, retries=5):
     """PUT allocations for a new consumer on a random provider, then DELETE them.
 
     A 409 on the PUT (a concurrent write bumped the provider's generation and
-    placement's own retries ran out) is retried, at most `retries` times, and
-    counted as a conflict, not an error.
+    placement's own retries ran out) is refused, counted apart, and sent again
+    as a new request, at most `retries` times.
     """
     consumer = str(uuid.uuid4())
     body = {
@@ -277,12 +283,11 @@ def write_op(s, url, stats, rng, providers, counter, retries=5):
         "consumer_type": "INSTANCE",
     }
     for _ in range(retries + 1):
-        resp = _timed(s, stats, "PUT /allocations", "PUT", f"{url}/allocations/{consumer}", (204, 409), json=body)
+        resp = _timed(s, stats, "PUT /allocations", "PUT", f"{url}/allocations/{consumer}", json=body)
         if resp.status_code != 409:
             break
-        stats.conflicts += 1
     if resp.status_code == 204:
-        _timed(s, stats, "DELETE /allocations", "DELETE", f"{url}/allocations/{consumer}", (204,))
+        _timed(s, stats, "DELETE /allocations", "DELETE", f"{url}/allocations/{consumer}")
 
 
 MIXES = {"read": read_op, "write": write_op}
@@ -312,7 +317,7 @@ def summarize(mix, concurrency, samples):
         "requests": ok,
         "completed": sum(st.completed for st in per_thread),
         "errors": sum(st.errors for st in per_thread),
-        "conflicts": sum(st.conflicts for st in per_thread),
+        "refused": sum(st.refused for st in per_thread),
         "error_samples": [x for st in per_thread for x in st.samples][:3],
         "rps": ok / elapsed if elapsed > 0 else float("nan"),
         "slice_rps": [sum(st.ok for st in sample[0]) / sample[1] for sample in samples if sample[1] > 0],

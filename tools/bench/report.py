@@ -535,7 +535,7 @@ def _throughput_section(results, a):
             _ms(r["p99"]),
             r["requests"],
             r["errors"],
-            r["conflicts"],
+            r["refused"],
         )
         for r in runs
     ]
@@ -597,8 +597,9 @@ def _throughput_section(results, a):
         "`GET /allocation_candidates?resources=VCPU:1,DISK_GB:10,MEMORY_MB:256&in_tree=<random provider>` "
         "(one provider's candidates) in turn. **write**: `PUT /allocations/<new consumer>` (VCPU 1, "
         "MEMORY_MB 256 on a random provider, `consumer_generation: null`, `consumer_type: INSTANCE`), then "
-        "`DELETE` it; a 409 generation conflict is retried (at most 5 times) and counted. Every request counts; "
-        "latency is per request, as the client saw it.",
+        "`DELETE` it; a 409 generation conflict is refused (counted apart, never in `requests`) and sent again, "
+        "at most 5 times. `requests`: reads answered 200 and writes acknowledged (tools/ledger.py); `errors`: "
+        "anything else. Latency is per request, as the client saw it.",
         "",
         "Targets: **front door N** = `127.0.0.1:28778` (docker's userland proxy → haproxy → N replicas); "
         "**direct** = the one replica's container IP, port 8778; **haproxy IP** = haproxy's container IP "
@@ -617,7 +618,7 @@ def _throughput_section(results, a):
                 "p99 (ms)",
                 "requests",
                 "errors",
-                "409 conflicts",
+                "refused (409)",
             ],
             rows,
         ),

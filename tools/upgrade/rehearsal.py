@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import ledger
 import stack
 
 from upgrade import dataset, traffic
@@ -212,12 +213,13 @@ class Rehearsal:
         report.size = (
             f"{report.nodes} compute nodes ({len(data['providers'])} providers, {len(data['consumers'])} consumers)"
         )
-        writers = [traffic.Writer(self.url, f"upgrade-writer-{n}", seed=n) for n in range(WRITERS)]
+        book = ledger.Ledger()
+        writers = [traffic.Writer(self.url, book, f"upgrade-writer-{n}", seed=n) for n in range(WRITERS)]
         for writer in writers:
             writer.prepare()
         before = {}
         self.phase("read the data set back", lambda: before.update(dataset.snapshot(self.url, data)))
-        readers = [traffic.Reader(self.url, data, seed=n) for n in range(READERS)]
+        readers = [traffic.Reader(self.url, book, data, seed=n) for n in range(READERS)]
         monitor = traffic.UpMonitor(lambda: len(stack.up_servers()))
         workers = [*readers, *writers, monitor]
         started = time.monotonic()
@@ -235,38 +237,35 @@ class Rehearsal:
             for worker in workers:
                 worker.join(timeout=60)
         report.traffic_seconds = time.monotonic() - started
+        report.requests.update(book.statuses)
         for worker in [*readers, *writers]:
-            report.requests.update(worker.statuses)
             if worker.error:
                 raise RehearsalError(f"a traffic thread broke: {worker.error}")
-        report.in_doubt = sum(w.in_doubt for w in writers)
-        self.phase("check", lambda: self.checks(data, before, readers, writers, monitor))
+        report.in_doubt = len(book.in_doubt)
+        self.phase("check", lambda: self.checks(data, before, book, monitor))
         return report
 
-    def checks(self, data, before, readers, writers, monitor):
+    def checks(self, data, before, book, monitor):
         report = self.report
         client = dataset.client(self.url)
-        gets = sum(n for status, n in report.requests.items() if status.startswith("GET"))
-        failed = [f for reader in readers for f in reader.failures]
-        report.check("no failed GET", not failed, f"{len(failed)} of {gets} failed {failed[:3] or ''}".rstrip())
+        failed = book.read_failures
+        report.check("no failed GET", not failed, f"{len(failed)} of {book.reads} failed {failed[:3] or ''}".rstrip())
 
-        writes = sum(n for status, n in report.requests.items() if not status.startswith("GET"))
-        refused = [f for writer in writers for f in writer.failures]
+        refused = sum(book.refused.values())
         report.check(
             "every write answered 2xx",
-            not refused and not report.in_doubt,
-            f"{writes} writes, {len(refused)} refused {refused[:3] or ''}, {report.in_doubt} in doubt".replace(
-                " ,", ","
-            ),
+            not refused and not book.in_doubt,
+            f"{book.writes} writes, {refused} refused {dict(book.refused) or ''}, {len(book.in_doubt)} in doubt "
+            f"{book.in_doubt[:3] or ''}".replace(" ,", ",").rstrip(),
         )
 
-        missing = [m for writer in writers for m in writer.unacknowledged(client)]
-        consumers = sum(len(w.consumers) for w in writers)
-        providers = sum(len(w.providers) for w in writers)
+        missing = book.verify(self.url, dataset.HEADERS)
+        kinds = collections.Counter(kind for kind, _ in book.expected)
         report.check(
             "every acknowledged write is there",
             not missing,
-            f"{consumers} consumers and {providers} providers read back; missing: {missing[:3] or 'none'}",
+            f"{kinds['allocations']} consumers and {kinds['inventories']} providers read back; "
+            f"missing: {missing[:3] or 'none'}",
         )
 
         after = dataset.snapshot(self.url, data)
