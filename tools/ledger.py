@@ -20,7 +20,6 @@ Nothing is rewritten: a DELETE answered 404 is refused, not deleted. A
 deadline) before its next request.
 """
 
-import email.utils
 import random
 import threading
 import time
@@ -28,8 +27,8 @@ import uuid
 from collections import Counter, defaultdict
 
 import requests
+from placement_api import READS, retry_after
 
-READS = frozenset({"GET", "HEAD"})
 TIMEOUT = 30
 # The longest a Retry-After is waited for.
 MAX_WAIT = 10.0
@@ -46,22 +45,6 @@ def classify(method, status):
     if 200 <= status < 300:
         return ACKNOWLEDGED
     return REFUSED
-
-
-def retry_after(resp):
-    """The seconds a response's Retry-After asks for (delta-seconds or an HTTP
-    date), at most MAX_WAIT; None without a usable one."""
-    value = resp.headers.get("Retry-After", "").strip() if resp is not None else ""
-    if not value:
-        return None
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), MAX_WAIT)
 
 
 class Ledger:
@@ -107,6 +90,12 @@ class Ledger:
     def expect(self, key, *states):
         with self.lock:
             self.expected[key] = states
+
+    def expect_write(self, key, outcome, before, after):
+        """What a write from `before` to `after` leaves, by its outcome:
+        `after` if acknowledged, `before` if refused, either if in doubt."""
+        states = {ACKNOWLEDGED: (after,), REFUSED: (before,), IN_DOUBT: (before, after)}[outcome]
+        self.expect(key, *states)
 
     @property
     def reads(self):
@@ -177,7 +166,7 @@ class _Worker(threading.Thread):
             self.ledger.record(method, path, None, time.monotonic() - started, type(exc).__name__)
             return None, classify(method, None)
         outcome = self.ledger.record(method, path, resp, time.monotonic() - started)
-        wait = retry_after(resp)
+        wait = retry_after(resp, MAX_WAIT)
         if wait:
             wait = min(wait, max(self.deadline - time.monotonic(), 0))
             with self.ledger.lock:
@@ -246,25 +235,14 @@ class Writer(_Worker):
             "consumer_type": "INSTANCE",
         }
         _, outcome = self.request("PUT", f"/allocations/{consumer}", body)
-        key = ("allocations", consumer)
+        self.ledger.expect_write(("allocations", consumer), outcome, {}, allocations)
         if outcome == ACKNOWLEDGED:
-            self.ledger.expect(key, allocations)
             self.live.append((consumer, allocations))
-        elif outcome == REFUSED:
-            self.ledger.expect(key, {})
-        else:
-            self.ledger.expect(key, {}, allocations)
 
     def deallocate(self):
         consumer, allocations = self.live.pop(self.rng.randrange(len(self.live)))
         _, outcome = self.request("DELETE", f"/allocations/{consumer}")
-        key = ("allocations", consumer)
-        if outcome == ACKNOWLEDGED:
-            self.ledger.expect(key, {})
-        elif outcome == REFUSED:
-            self.ledger.expect(key, allocations)
-        else:
-            self.ledger.expect(key, allocations, {})
+        self.ledger.expect_write(("allocations", consumer), outcome, allocations, {})
 
 
 class Traffic:

@@ -50,9 +50,9 @@ def detail(resp):
         return resp.text[:300]
 
 
-def retry_after(resp):
+def retry_after(resp, most=MAX_WAIT):
     """The seconds a response's Retry-After asks for (delta-seconds or an
-    HTTP date), at most MAX_WAIT; None without a usable one."""
+    HTTP date), at most `most`; None without a usable one."""
     value = resp.headers.get("Retry-After", "").strip()
     if not value:
         return None
@@ -63,7 +63,7 @@ def retry_after(resp):
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             return None
-    return min(max(seconds, 0.0), MAX_WAIT)
+    return min(max(seconds, 0.0), most)
 
 
 def nothing_sent(exc):
