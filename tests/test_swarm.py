@@ -380,9 +380,9 @@ def test_at_6_replicas_rollback_update_drain_and_scale_down_converge_under_mixed
     with Traffic(placement_url, admin_headers, read_paths, providers, writers=2, seconds=400) as book:
 
         def step(name, action):
-            before = book.reads + book.writes
+            before = book.sent
             result = action()
-            sent[name] = book.reads + book.writes - before
+            sent[name] = book.sent - before
             return result
 
         swarm.manager("service", "scale", "--detach", f"{PLACEMENT}=6")

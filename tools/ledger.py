@@ -105,6 +105,11 @@ class Ledger:
     def writes(self):
         return self.outcomes[ACKNOWLEDGED] + self.outcomes[REFUSED] + self.outcomes[IN_DOUBT]
 
+    @property
+    def sent(self):
+        """Every request sent, reads and writes, answered or not."""
+        return self.reads + self.writes
+
     def read_window(self):
         """(first, last) failed read, in seconds since the ledger started; None without one."""
         times = [at for at, _, _ in self.read_failures]

@@ -97,7 +97,7 @@ def test_failed_reads_are_dated(serve):
     reader = ledger.Reader(server.url, HEADERS, book, paths=["/a", "/b", "/c", "/d"], seconds=30)
     time.sleep(0.2)
     reader.step()
-    assert book.reads == 4 and [path for _, path, _ in book.read_failures] == ["GET /b", "GET /c"]
+    assert book.reads == book.sent == 4 and [path for _, path, _ in book.read_failures] == ["GET /b", "GET /c"]
     first, last = book.read_window()
     assert 0.2 <= first <= last < 5
 
