@@ -170,6 +170,49 @@ def test_a_node_that_is_not_synced_gets_no_traffic(nodes):
     print(f"galera: a desynced node was out of the front door in {out:.1f}s, back {back:.1f}s after it synced")
 
 
+def test_a_read_on_a_node_behind_waits_for_the_writes_it_has_not_applied(nodes, placement_url, admin_headers):
+    """Causal reads (wsrep_sync_wait = 1 in mariadb/galera.cnf), the fix for a
+    read right after failback that missed writes the backup had committed: a
+    node's apply queue can hold writes the cluster already acknowledged.
+    FLUSH TABLES WITH READ LOCK pauses a backup's applier for a few seconds;
+    a provider made meanwhile through placement is in its queue, not its
+    tables. A read as placement's account waits for it; the same read with
+    causal reads turned off, at the same moment, shows the node was behind."""
+    node = BACKUPS[-1]
+    hold = 4
+    lock = subprocess.Popen(  # noqa: S603 - our own command
+        ["docker", "exec", "-u", "root", nodes[node], "mariadb", "-e"]
+        + [f"FLUSH TABLES WITH READ LOCK; SELECT SLEEP({hold}); UNLOCK TABLES"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: wsrep(nodes[node]).get("wsrep_local_state_comment") == "Donor/Desynced",
+            timeout=hold - 1,
+            step=0.1,
+            what=f"{node} paused",
+        )
+        paused = time.monotonic()
+        (rp,) = vcpu_providers(placement_url, admin_headers, "galera-causal", count=1)
+        query = f"SELECT COUNT(*) FROM resource_providers WHERE uuid = '{rp}'"  # noqa: S608 - a uuid placement gave
+        stale = placement_sql(nodes[node], f"SET SESSION wsrep_sync_wait = 0; {query}")
+        asked = time.monotonic()
+        causal = placement_sql(nodes[node], query)
+        waited = time.monotonic() - asked
+    finally:
+        _, err = lock.communicate(timeout=30)
+    print(
+        f"galera: a provider made while {node}'s applier was paused: read there at once without causal reads "
+        f"{stale}, with them {causal} after {waited:.1f}s (paused {asked - paused:.1f}s before)"
+    )
+    assert lock.returncode == 0, err
+    assert stale == [["0"]], "the node was not behind: the test proves nothing"
+    assert causal == [["1"]]
+    wait_until(lambda: all_synced(nodes), timeout=30, what="three Synced nodes")
+
+
 def test_a_node_whose_provider_gave_up_is_restarted_and_rejoins(nodes):
     """Galera can leave a node up but Disconnected for good ("node restart
     required"); galera-node's watchdog stops it, and docker starts it again.
