@@ -114,6 +114,18 @@ def bootstrap_lines(container, since):
     return [line for line in logs_since(container, since) if "bootstrapping the cluster" in line]
 
 
+def start_lines(nodes, since):
+    """How each node started since then: bootstrapped, or joined and from whom."""
+    return {
+        name: [
+            line.removeprefix("placedock-galera: ")
+            for line in logs_since(container, since)
+            if "bootstrapping the cluster" in line or "joining the cluster" in line
+        ]
+        for name, container in nodes.items()
+    }
+
+
 def started_at(containers):
     return {c: stack.started_at(c) for c in containers}
 
@@ -357,7 +369,7 @@ def test_every_node_down_then_up_forms_the_cluster_with_every_row(
     ]
     print(
         f"galera: all nodes {PAST[how]}: cluster of 3 again {formed:.1f}s after `up`, placement 200 {serving:.1f}s "
-        f"later; {who}"
+        f"later; {start_lines(nodes, started)}"
     )
     assert len(who) == 1
     assert all(snapshot(container) == before for container in nodes.values())
