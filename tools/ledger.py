@@ -58,6 +58,7 @@ class Ledger:
     def __init__(self):
         self.lock = threading.Lock()
         self.started = time.monotonic()
+        self.started_at = time.time()  # the same moment on the wall clock, to line failures up with logs
         self.outcomes = Counter()  # outcome -> requests
         self.statuses = Counter()  # "METHOD status" -> requests
         self.refused = Counter()  # "METHOD status" -> writes refused
@@ -168,7 +169,9 @@ class _Worker(threading.Thread):
         try:
             resp = self.session.request(method, self.url + path, json=body, timeout=TIMEOUT)
         except requests.RequestException as exc:
-            self.ledger.record(method, path, None, time.monotonic() - started, type(exc).__name__)
+            # The class and its message: "ConnectionError" alone does not say
+            # whether the connection was refused, reset or closed idle.
+            self.ledger.record(method, path, None, time.monotonic() - started, f"{type(exc).__name__}: {exc}"[:300])
             return None, classify(method, None)
         outcome = self.ledger.record(method, path, resp, time.monotonic() - started)
         wait = retry_after(resp, MAX_WAIT)

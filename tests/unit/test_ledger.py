@@ -64,6 +64,11 @@ def test_an_allocation_write_expects_what_its_answer_allows(serve, answer, outco
     assert key[0] == "allocations" and server.requests() == [("PUT", f"/allocations/{key[1]}")]
     assert expected == {"written": (WRITTEN,), "nothing": ({},), "either": ({}, WRITTEN)}[states]
     assert book.outcomes == {outcome: 1}
+    if answer == "drop":
+        # Dated, and the exception's message kept: how the connection ended.
+        ((_, path, what),) = book.in_doubt
+        assert path == f"PUT /allocations/{key[1]}" and what.startswith("ConnectionError: ")
+        assert "closed connection without response" in what, what
 
 
 @pytest.mark.parametrize("answer, states", [(204, "gone"), (404, "unchanged"), (503, "either"), ("drop", "either")])
