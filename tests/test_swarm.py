@@ -364,6 +364,40 @@ def update(image, timeout=240):
     return time.monotonic() - started, update_status()[1]
 
 
+# What the front door and the replicas said about leaving rotation.
+LEAVING = re.compile(r"Server placement/|placedock: SIGTERM|graceful|killed|goodbye to uWSGI|reset by peer|signal")
+
+
+def timeline(book, before=15.0, after=2.0):
+    """For each failed request of `book`, when it failed (UTC) and the lines of
+    haproxy's and placement's logs from `before` seconds earlier to `after`
+    seconds later that say a replica left rotation, stopped, or was killed."""
+    failures = sorted(book.read_failures + book.in_doubt)
+    if not failures:
+        return []
+    since = int(book.started_at + failures[0][0] - before)
+    logged, lines = [], []
+    for name in ("haproxy", "placement"):
+        for node, container, text in testswarm.container_logs(since=since, service=swarm.service(name)):
+            for line in text.splitlines():
+                stamp, _, rest = line.partition(" ")
+                if LEAVING.search(rest):
+                    # haproxy says each state change twice, once as a [WARNING].
+                    rest = re.sub(r"^\[WARNING\] +\(\d+\) : ", "", rest.strip())[:200]
+                    logged.append((stamp[:23], f"{node} {container.rsplit('.', 1)[0]}: {rest}"))
+    for at, path, what in failures:
+        moment = book.started_at + at
+        lines.append(f"{utc(moment)[11:]} failed: {path}: {what}")
+        low, high = utc(moment - before), utc(moment + after)
+        lines.extend(f"  {stamp[11:]} {rest}" for stamp, rest in sorted(set(logged)) if low <= stamp <= high)
+    return lines
+
+
+def utc(moment):
+    """A time.time() as Docker's log timestamps begin: 2026-12-04T13:50:37.123."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}"
+
+
 def test_at_6_replicas_rollback_update_drain_and_scale_down_converge_under_mixed_load(
     placement_url, admin_headers, restored
 ):
@@ -403,6 +437,8 @@ def test_at_6_replicas_rollback_update_drain_and_scale_down_converge_under_mixed
         swarm.manager("service", "scale", "--detach", f"{PLACEMENT}=2")
         to_two = step("scale to 2", lambda: wait_until(lambda: settled(2), timeout=60, step=0.2, what="2 UP"))
     window = [round(at - drained, 1) for at, _, _ in book.read_failures + book.in_doubt]
+    for line in timeline(book):
+        print(f"swarm:   {line}")
     print(
         f"6 replicas in {to_six:.1f}s as {dict(per_node)}; broken image {rolled_back} in {rollback:.1f}s; "
         f"update {outcome} in {took:.1f}s; {victim} drained, 6 UP elsewhere in {moved:.1f}s as {dict(after_drain)}; "

@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,6 +85,43 @@ def node_docker(n, *args, check=True):
 
 def engine_answers(n):
     return subprocess.run(["docker", "-H", socket(n), "info"], capture_output=True).returncode == 0
+
+
+def container_logs(since=None, service=None):
+    """(node, container name, its log with Docker's timestamps) for every
+    container, running or exited, on every test host that answers; only the
+    tasks of `service` (e.g. placedock_placement) if given. Read from each
+    node's engine: `docker service logs` can wait for good on a task whose
+    log never ends (seen here during rolling updates)."""
+    for path in sorted(RUN.glob("node-*.sock")):
+        n = int(path.stem.split("-")[1])
+        if not engine_answers(n):
+            continue
+        where = ["--filter", f"label=com.docker.swarm.service.name={service}"] if service else []
+        for line in node_docker(n, "ps", "-a", *where, "--format", "{{.ID}} {{.Names}}", check=False).splitlines():
+            container, name = line.split()
+            try:
+                done = subprocess.run(
+                    ["docker", "-H", socket(n), "logs", "--timestamps", *(["--since", str(since)] if since else []),
+                     container],
+                    capture_output=True, text=True, timeout=30,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                yield f"node-{n}", name, "(docker logs: no end after 30 s)\n"
+                continue
+            yield f"node-{n}", name, done.stdout + done.stderr
+
+
+def keep_logs():
+    """Every container's whole log on every test host, one file each
+    (node-N.NAME.log) in a new directory under PLACEDOCK_LOG_DIR (tox:
+    .tox/<env>/logs); that directory."""
+    base = Path(os.environ.get("PLACEDOCK_LOG_DIR") or Path(tempfile.gettempdir()) / "placedock-logs")
+    where = base / f"testswarm-{time.strftime('%Y%m%d-%H%M%S')}"
+    where.mkdir(parents=True, exist_ok=True)
+    for node, name, text in container_logs():
+        (where / f"{node}.{name}.log").write_text(text)
+    return where
 
 
 def settings(nodes):
@@ -317,6 +355,7 @@ def run(args):
     finally:
         if status != 0 and RUN.exists():
             swarm.dump()
+            log(f"every container's whole log, on every node, is kept in {keep_logs()}")
         down()
     return status
 
