@@ -385,11 +385,12 @@ def timeline(book, before=15.0, after=2.0):
                     # haproxy says each state change twice, once as a [WARNING].
                     rest = re.sub(r"^\[WARNING\] +\(\d+\) : ", "", rest.strip())[:200]
                     logged.append((stamp[:23], f"{node} {container.rsplit('.', 1)[0]}: {rest}"))
+    logged = sorted(set(logged))
     for at, path, what in failures:
         moment = book.started_at + at
         lines.append(f"{utc(moment)[11:]} failed: {path}: {what}")
         low, high = utc(moment - before), utc(moment + after)
-        lines.extend(f"  {stamp[11:]} {rest}" for stamp, rest in sorted(set(logged)) if low <= stamp <= high)
+        lines.extend(f"  {stamp[11:]} {rest}" for stamp, rest in logged if low <= stamp <= high)
     return lines
 
 

@@ -304,13 +304,21 @@ class Stack:
         print(f"stack: every container's whole log is kept in {where}", flush=True)
 
 
+def log_dir(name):
+    """A new directory NAME-YYYYmmdd-HHMMSS for a failed run's logs, under
+    PLACEDOCK_LOG_DIR (tox: .tox/<env>/logs), else under the system's
+    temporary directory."""
+    base = Path(os.environ.get("PLACEDOCK_LOG_DIR") or Path(tempfile.gettempdir()) / "placedock-logs")
+    where = base / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
 def keep_logs(project, containers):
     """Each container's whole log (with docker's timestamps) in a file of its
     own, in a new directory under PLACEDOCK_LOG_DIR (tox: .tox/<env>/logs),
     else under the system's temporary directory; that directory."""
-    base = Path(os.environ.get("PLACEDOCK_LOG_DIR") or Path(tempfile.gettempdir()) / "placedock-logs")
-    where = base / f"{project}-{time.strftime('%Y%m%d-%H%M%S')}"
-    where.mkdir(parents=True, exist_ok=True)
+    where = log_dir(project)
     for container in containers:
         done = subprocess.run(["docker", "logs", "--timestamps", container], capture_output=True, text=True)
         try:

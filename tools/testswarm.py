@@ -33,7 +33,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -114,11 +113,8 @@ def container_logs(since=None, service=None):
 
 def keep_logs():
     """Every container's whole log on every test host, one file each
-    (node-N.NAME.log) in a new directory under PLACEDOCK_LOG_DIR (tox:
-    .tox/<env>/logs); that directory."""
-    base = Path(os.environ.get("PLACEDOCK_LOG_DIR") or Path(tempfile.gettempdir()) / "placedock-logs")
-    where = base / f"testswarm-{time.strftime('%Y%m%d-%H%M%S')}"
-    where.mkdir(parents=True, exist_ok=True)
+    (node-N.NAME.log), in a new directory (stack.log_dir); that directory."""
+    where = stack.log_dir("testswarm")
     for node, name, text in container_logs():
         (where / f"{node}.{name}.log").write_text(text)
     return where
