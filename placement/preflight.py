@@ -17,7 +17,6 @@ import time
 import dbcheck
 from keystonemiddleware.auth_token import _opts as authtoken_opts
 from oslo_config import cfg
-
 from placement import conf
 from placement import wsgi as placement_wsgi
 
