@@ -14,6 +14,15 @@ gets the 503: when the Galera front door moves the connections to another node
 closed one then succeeds on the next node instead of failing. A write is never
 tried twice: its commit may have happened, so the client is told to retry.
 
+A write whose answer was lost may have been committed all the same. For a new
+consumer, placement then deletes the consumer it made for the write, even
+though its allocations may now be in the database: they are counted in the
+provider's usages but listed nowhere, and no one can delete them
+(placement.handlers.allocation.delete_consumers, 13.0.1 to 16.0.0; seen when
+the Galera front door moved the connections in a PUT's commit).
+keep_allocated_consumers() makes that clean-up delete only a consumer that has
+no allocation, with placement's own delete_consumers_if_no_allocations.
+
 Keystone: keystonemiddleware answers 503 itself when keystone refuses
 connections, but a keystone that accepts them and then does not answer (hung,
 paused, overloaded) ends in a timeout it does not catch. uwsgi then closes the
@@ -32,9 +41,10 @@ import time
 
 from keystoneauth1 import exceptions as ksa_exc
 from oslo_db import exception as db_exc
-from sqlalchemy import exc as sa_exc
-
 from placement import fault_wrap, util
+from placement.handlers import allocation
+from placement.objects import consumer as consumer_obj
+from sqlalchemy import exc as sa_exc
 
 LOG = logging.getLogger("placedock.outage")
 
@@ -127,8 +137,28 @@ def identity_guard(application):
     return guarded
 
 
+def delete_unallocated_consumers(consumers):
+    """What placement.handlers.allocation.delete_consumers does after a
+    failed write, except that a consumer that has allocations is kept."""
+    for consumer in consumers:
+        try:
+            consumer_obj.delete_consumers_if_no_allocations(consumer._context, [consumer.uuid])
+        except Exception as err:
+            # As placement: the write's error is the one the client gets.
+            LOG.warning("could not delete the consumer %s made for a failed write: %s", consumer.uuid, err)
+
+
+def keep_allocated_consumers():
+    """Replace placement's clean-up after a failed write, while it is the
+    one that deletes the consumer whatever it holds (Consumer.delete)."""
+    if "delete" in allocation.delete_consumers.__code__.co_names:
+        allocation.delete_consumers = delete_unallocated_consumers
+
+
 def install():
-    """Put DatabaseOutage inside placement's fault handler, for every app built after."""
+    """Put DatabaseOutage inside placement's fault handler, for every app built
+    after; and keep the consumers that a failed write's commit gave allocations."""
+    keep_allocated_consumers()
     placement_fault_wrapper = fault_wrap.FaultWrapper
 
     def fault_wrapper(application):

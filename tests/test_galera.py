@@ -342,8 +342,10 @@ def test_writer_killed_under_load_loses_nothing_and_rejoins(nodes, placement_url
     wrong = unbalanced(placement_url, admin_headers, providers)
     for line in wrong:
         # Seen once (usages 4 above the listed allocations, with no write
-        # between the two reads): say which allocation rows the listing left
-        # out, e.g. one whose consumer, project or user row is missing.
+        # between the two reads), before placement kept the consumer of a
+        # write whose commit lost its answer (tests/test_lost_commit.py):
+        # say which allocation rows the listing left out, e.g. one whose
+        # consumer, project or user row is missing.
         rp = line.split()[1].rstrip(":")
         try:
             for row in placement_sql(nodes[WRITER], HELD.format(rp=rp)):
