@@ -1,7 +1,7 @@
 #!/bin/sh
 # haproxy's settings may come from files, as swarm secrets are given:
-# HAPROXY_STATS_PASSWORD_FILE (placement/file-env.sh). Then haproxy, as PID 1.
+# HAPROXY_STATS_PASSWORD_FILE (common/file-env.sh). Then haproxy, as PID 1.
 set -eu
-# shellcheck source=placement/file-env.sh
+# shellcheck source=common/file-env.sh
 . /usr/local/lib/placedock/file-env.sh
 exec "$@"

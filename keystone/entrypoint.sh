@@ -3,7 +3,7 @@
 # then exec the command (uwsgi by default) so that it gets SIGTERM.
 set -eu
 # NAME_FILE=/run/secrets/... for the URL and passwords (swarm/keystone.yaml).
-# shellcheck source=placement/file-env.sh
+# shellcheck source=common/file-env.sh
 . /usr/local/lib/placedock/file-env.sh
 case "${1:-}" in
     uwsgi | keystone-init | keystone-manage)

@@ -12,7 +12,7 @@ die() {
 }
 
 # NAME_FILE=/run/secrets/... sets NAME (swarm/stack.yaml gives the URLs so).
-# shellcheck source=placement/file-env.sh
+# shellcheck source=common/file-env.sh
 . /usr/local/lib/placedock/file-env.sh
 
 datadir=/var/lib/mysql

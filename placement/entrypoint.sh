@@ -12,7 +12,7 @@ die() {
 }
 
 # NAME_FILE=/run/secrets/... for the settings that hold credentials.
-# shellcheck source=placement/file-env.sh
+# shellcheck source=common/file-env.sh
 . /usr/local/lib/placedock/file-env.sh
 
 if [ "${1:-}" = uwsgi ]; then

@@ -27,7 +27,7 @@ from pathlib import Path
 PACKAGE = "openstack-placement"
 # Installed with every release, pinned with it: keystonemiddleware's token
 # cache (memcached_servers) imports `memcache`. uWSGI and PyMySQL are the
-# image's serving layer, pinned in constraints.txt, not per release.
+# image's serving layer, pinned in common/constraints.txt, not per release.
 EXTRAS = ["python-memcached"]
 RELEASES = Path(os.environ.get("PLACEDOCK_RELEASES", "/build/releases"))
 # pip learnt --uploaded-prior-to in 26.x; the base's pip is older.

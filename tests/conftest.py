@@ -1,15 +1,11 @@
 """Shared fixtures: the front door, and control of the test stack's compose project."""
 
 import os
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import stack  # noqa: E402
+from placedock.stack import compose as stack
 
 
 def pytest_configure(config):

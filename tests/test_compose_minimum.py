@@ -1,4 +1,4 @@
-"""The oldest Compose v2 the README and tools/stack.py promise
+"""The oldest Compose v2 the README and placedock stack promise
 (stack.COMPOSE_MINIMUM), installed by tools/install-compose into a private
 plugin dir (DOCKER_CONFIG), runs the stack: `config` of every mode gives the
 merge the files ask for, `!reset`s included, and a noauth stack builds, comes
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 import requests
-import stack
 import yaml
+from placedock.stack import compose as stack
 
 PROJECT = "placedock-compose-min"
 REPLICAS = 2
-# Every mode, and the Galera and src files over each (tools/stack.py's MODES, DATABASES; compose.src.yaml).
+# Every mode, and the Galera and src files over each (placedock stack's MODES, DATABASES; compose.src.yaml).
 COMBINATIONS = [
     [*mode, *database, *src]
     for mode in stack.MODES.values()

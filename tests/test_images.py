@@ -29,9 +29,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-import stack
-
-import swarm
+from placedock.stack import compose as stack
+from placedock.stack import swarm
 
 # Every combination of the mode files merged over compose.yaml.
 MODES = list(itertools.product(stack.MODES, stack.DATABASES, ((), ("compose.src.yaml",))))

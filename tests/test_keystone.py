@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import requests
-import stack
 import yaml
 from keystoneauth1 import exceptions as ks_exc
+from placedock.stack import compose as stack
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -175,7 +175,7 @@ def broken_tree(tmp_path, edit):
 
 def check_command(*args):
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "kube.py"), "check", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "placedock", "kube", "check", *args], capture_output=True, text=True, check=False
     )
 
 

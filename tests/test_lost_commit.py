@@ -13,14 +13,15 @@ provider's usages stayed 4 VCPU above its listed allocations.
 import json
 import pathlib
 
-import stack
+from placedock.stack import compose as stack
 
 PROBE = pathlib.Path(__file__).parent / "in_image" / "lost_commit.py"
 
 
 def test_a_write_whose_answer_was_lost_keeps_its_consumer_and_stays_listed():
     out = stack.docker(
-        "run", "--rm", "-e", "OS_API__AUTH_STRATEGY=noauth2", "-v", f"{PROBE}:/probe/lost_commit.py:ro",
+        "run", "--rm", "-e", "OS_API__AUTH_STRATEGY=noauth2", "-e", "PYTHONPATH=/usr/local/lib/placedock",
+        "-v", f"{PROBE}:/probe/lost_commit.py:ro",
         "--entrypoint", "python3", stack.image("placement"), "/probe/lost_commit.py",
     )  # fmt: skip
     found = json.loads(out.splitlines()[-1])

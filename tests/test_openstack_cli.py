@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import stack
+from placedock.stack import compose as stack
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOUDS = {"noauth": "placedock", "keystone": "placedock-keystone"}

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 import requests
-import stack
 from ledger import Traffic, unbalanced, vcpu_providers
+from placedock.stack import compose as stack
 
 REPLICAS = 3
 SERVER_HEADER = "X-Placedock-Server"

@@ -1,4 +1,4 @@
-"""placedock on a Docker Swarm of three test hosts (tools/testswarm.py run
+"""placedock on a Docker Swarm of three test hosts (placedock testswarm run
 --deploy: the README's safe path, so strong random secrets, a registry that
 wants credentials, keystone mode, 3 placement replicas). The front door is
 node-1's haproxy; node-1 also holds the database and keystone. The tests that
@@ -22,22 +22,21 @@ from collections import Counter
 
 import pytest
 import requests
-import stack
 import testswarm
 from ledger import Traffic, unbalanced, vcpu_providers
-from stack import wait_until
-
-import swarm
+from placedock.stack import compose as stack
+from placedock.stack import swarm
+from placedock.stack.compose import wait_until
 
 REPLICAS = 3
 PLACEMENT = swarm.service("placement")
 NODES = dict(item.split("=") for item in os.environ.get("PLACEDOCK_SWARM_NODES", "").split())
-DB_NODE = "node-1"  # labelled placedock.database=true and placedock.keystone=true by tools/testswarm.py
+DB_NODE = "node-1"  # labelled placedock.database=true and placedock.keystone=true by placedock testswarm
 READ_PATHS = ("/", "/resource_providers?name=swarm-none", "/traits?name=startswith:HW_CPU", "/resource_classes")
-SWARM_PY = [sys.executable, str(stack.ROOT / "tools" / "swarm.py")]
+SWARM_PY = [sys.executable, "-m", "placedock", "swarm"]
 
 if not os.environ.get("PLACEDOCK_SWARM_HOST"):
-    raise RuntimeError("PLACEDOCK_SWARM_HOST is not set: run these with tox -e swarm (tools/testswarm.py run)")
+    raise RuntimeError("PLACEDOCK_SWARM_HOST is not set: run these with tox -e swarm (placedock testswarm run)")
 
 
 def made():
@@ -83,7 +82,7 @@ def settled(replicas, avoid=None):
 
 
 def swarm_py(*args, env=None):
-    """tools/swarm.py ARGS as a user runs it: (exit status, stderr)."""
+    """placedock swarm ARGS as a user runs it: (exit status, stderr)."""
     done = subprocess.run([*SWARM_PY, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
     return done.returncode, done.stderr.strip()
 
@@ -213,7 +212,7 @@ def test_deploy_without_its_secrets_exits_with_one_line_and_deploys_nothing():
     print(f"deploy without secrets: exit {status}: {err}")
     assert status != 0
     assert len(err.splitlines()) == 1, err
-    assert "nosecrets-keystone-admin-password" in err and "tools/swarm.py secrets" in err, err
+    assert "nosecrets-keystone-admin-password" in err and "placedock swarm secrets" in err, err
     status, err = swarm_py("deploy", "--serve-unauthenticated-to", "10.99.0.1", env=env)
     assert status != 0 and len(err.splitlines()) == 1, err
     assert "nosecrets-placement-db-connection" in err and "nosecrets-haproxy-stats-password" in err, err
@@ -280,7 +279,7 @@ def rendered(files):
 
 
 def test_the_overlay_is_encrypted_unless_asked_not_to():
-    """What can be tested here: this kernel has no ESP (tools/testswarm.py:
+    """What can be tested here: this kernel has no ESP (placedock testswarm:
     ENCRYPTED_OVERLAY), so the test swarm runs unencrypted."""
     found = {}
     for mode in ("keystone", "noauth"):

@@ -13,11 +13,10 @@ import os
 from collections import Counter
 
 import pytest
-import stack
 from ledger import Traffic
+from placedock.stack import compose as stack
+from placedock.stack import swarm
 from test_swarm import DB_NODE, PLACEMENT, READ_PATHS, placement_image, running, settled, update
-
-import swarm
 
 # The gap of a drain at 1 replica: the replica's stop drain (3 s), then the
 # new one's start until haproxy has it UP. 7.5-8.5 s measured here.

@@ -1,4 +1,4 @@
-"""Any placement release, and the rolling-upgrade rehearsal (tools/upgrade.py).
+"""Any placement release, and the rolling-upgrade rehearsal (placedock upgrade).
 
 A release that cannot be built stops the build with one line naming it; the
 rehearsal 15.0.0 -> 16.0.0 (3 replicas, a small data set, load throughout)
@@ -9,8 +9,8 @@ in tests/unit/test_releases.py."""
 import time
 
 import pytest
-import stack
-from upgrade import rehearsal
+from placedock.commands.upgrade import rehearsal
+from placedock.stack import compose as stack
 
 RELEASES = stack.ROOT / "placement" / "releases"
 PREVIOUS = "15.0.0"
@@ -40,7 +40,7 @@ def test_a_release_that_cannot_be_built_stops_the_build_with_one_line(version, w
 
 def test_rolling_upgrade_from_the_previous_release_under_load_loses_nothing():
     started = time.monotonic()
-    report = rehearsal.rehearse(PREVIOUS, stack.default_release(), replicas=3, nodes=6)
+    report = rehearsal.rehearse(PREVIOUS, stack.placement_release(), replicas=3, nodes=6)
     elapsed = time.monotonic() - started
     print(report.format())
     failed = [(name, detail) for name, passed, detail in report.checks if not passed]

@@ -10,7 +10,7 @@ import uuid
 from urllib.parse import quote
 
 import pytest
-import stack
+from placedock.stack import compose as stack
 
 IMAGE = stack.image("placement")
 GOOD_DB = "mysql+pymysql://placement:faults-dev-password@{host}/placement"

@@ -16,9 +16,9 @@ from collections import Counter
 
 import pytest
 import requests
-import stack
 from ledger import Traffic, unbalanced, vcpu_providers
-from stack import wait_until
+from placedock.stack import compose as stack
+from placedock.stack.compose import wait_until
 
 
 class FrontDoor:

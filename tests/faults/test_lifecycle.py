@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import requests
-import stack
+from placedock.stack import compose as stack
 
 PROJECT = "placedock-faults"
 ADMIN = {"x-auth-token": "admin", "openstack-api-version": "placement 1.39"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-import stack
+from placedock.stack import compose as stack
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ["placement", "keystone", "mariadb", "memcached", "haproxy"]

@@ -11,10 +11,8 @@ consumer and for the provider, and the provider's usages.
 
 import json
 import subprocess
-import sys
 import uuid
 
-sys.path.insert(0, "/usr/local/lib/placedock")
 subprocess.run(["placement-manage", "db", "sync"], check=True, capture_output=True)
 
 import placedock_wsgi  # noqa: E402  (after the database exists: its checks read it)

@@ -1,12 +1,12 @@
-"""tools/ledger.py's accounting, against a scripted server (no stack): one
+"""placedock.traffic.ledger's accounting, against a scripted server (no stack): one
 outcome per request, nothing rewritten, every write's trace expected
 afterwards, a Retry-After waited out, failed reads dated."""
 
 import time
 import uuid
 
-import ledger
 import pytest
+from placedock.traffic import ledger
 
 HEADERS = {"x-auth-token": "admin"}
 RP = str(uuid.uuid4())

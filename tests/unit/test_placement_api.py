@@ -1,4 +1,4 @@
-"""tools/placement_api.py's retries, against a scripted HTTP server on the
+"""placedock.api.client's retries, against a scripted HTTP server on the
 loopback (no stack): a 503 waits for its Retry-After, a read that went wrong
 is sent again, a write whose first try may have been applied is not, and a
 refused connection is tried again for any method."""
@@ -6,9 +6,9 @@ refused connection is tried again for any method."""
 import socket
 import time
 
-import placement_api
 import pytest
 import requests
+from placedock.api import client as placement_api
 
 
 def client(url):

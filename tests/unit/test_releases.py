@@ -9,16 +9,21 @@ import threading
 import time
 
 import pytest
-import stack
-from upgrade import dataset, rehearsal
+from placedock.commands.upgrade import dataset, rehearsal
+from placedock.stack import compose as stack
 
 RELEASES = stack.ROOT / "placement" / "releases"
 
 
 def test_the_default_release_is_the_same_everywhere_and_pinned():
-    default = stack.default_release()
+    """compose.yaml's default (what the tools use, through `compose config`) is
+    the Dockerfile's (what a plain `docker build` uses)."""
     in_compose = set(re.findall(r"\$\{PLACEMENT_VERSION:-([^}]+)\}", (stack.ROOT / "compose.yaml").read_text()))
-    assert in_compose == {default}
+    in_dockerfile = set(
+        re.findall(r"^ARG PLACEMENT_VERSION=(\S+)$", (stack.ROOT / "placement" / "Dockerfile").read_text(), re.M)
+    )
+    assert len(in_compose) == 1 and in_dockerfile == in_compose, (in_compose, in_dockerfile)
+    (default,) = in_compose
     assert f"openstack-placement=={default}" in (RELEASES / f"{default}.txt").read_text().splitlines()
 
 

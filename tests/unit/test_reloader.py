@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from stack import wait_until
+from placedock.stack.compose import wait_until
 
 RELOADER = Path(__file__).resolve().parents[2] / "placement" / "reloader.py"
 

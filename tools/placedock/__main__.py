@@ -1,0 +1,5 @@
+import sys
+
+from placedock.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The rolling-upgrade rehearsal (placedock upgrade): data set, traffic, orchestration."""

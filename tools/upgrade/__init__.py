@@ -1,1 +1,0 @@
-"""The rolling-upgrade rehearsal (tools/upgrade.py): data set, traffic, orchestration."""
