@@ -18,9 +18,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
-from ledger import Traffic, unbalanced, vcpu_providers
 from placedock.stack import compose as stack
 from placedock.stack.compose import wait_until
+from placedock.traffic.ledger import Traffic, unbalanced, vcpu_providers
 
 NODES = ("galera-1", "galera-2", "galera-3")
 WRITER, *BACKUPS = NODES

@@ -17,9 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kube
 import pytest
 import yaml
+from placedock.stack import kube
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = {

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from ledger import Traffic
 from placedock.stack import compose as stack
 from placedock.stack.compose import wait_until
+from placedock.traffic.ledger import Traffic
 
 PROJECT = "placedock-src"
 RELEASE = "16.0.0"

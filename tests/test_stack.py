@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 import requests
-from ledger import Traffic, unbalanced, vcpu_providers
 from placedock.stack import compose as stack
+from placedock.traffic.ledger import Traffic, unbalanced, vcpu_providers
 
 REPLICAS = 3
 SERVER_HEADER = "X-Placedock-Server"

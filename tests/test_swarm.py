@@ -22,11 +22,10 @@ from collections import Counter
 
 import pytest
 import requests
-import testswarm
-from ledger import Traffic, unbalanced, vcpu_providers
 from placedock.stack import compose as stack
-from placedock.stack import swarm
+from placedock.stack import swarm, testswarm
 from placedock.stack.compose import wait_until
+from placedock.traffic.ledger import Traffic, unbalanced, vcpu_providers
 
 REPLICAS = 3
 PLACEMENT = swarm.service("placement")

@@ -13,9 +13,9 @@ import os
 from collections import Counter
 
 import pytest
-from ledger import Traffic
 from placedock.stack import compose as stack
 from placedock.stack import swarm
+from placedock.traffic.ledger import Traffic
 from test_swarm import DB_NODE, PLACEMENT, READ_PATHS, placement_image, running, settled, update
 
 # The gap of a drain at 1 replica: the replica's stop drain (3 s), then the

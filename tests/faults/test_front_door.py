@@ -16,9 +16,9 @@ from collections import Counter
 
 import pytest
 import requests
-from ledger import Traffic, unbalanced, vcpu_providers
 from placedock.stack import compose as stack
 from placedock.stack.compose import wait_until
+from placedock.traffic.ledger import Traffic, unbalanced, vcpu_providers
 
 
 class FrontDoor:

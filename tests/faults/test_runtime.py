@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 import requests
-from ledger import Traffic, unbalanced, vcpu_providers
 from placedock.stack import compose as stack
 from placedock.stack.compose import wait_until
+from placedock.traffic.ledger import Traffic, unbalanced, vcpu_providers
 
 REPLICAS = 3
 DB_PATHS = ("/resource_providers?name=faults-none", "/traits?name=startswith:HW_CPU", "/resource_classes")

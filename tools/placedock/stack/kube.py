@@ -22,7 +22,9 @@ from pathlib import Path
 
 import yaml
 
-TREE = Path(__file__).resolve().parent.parent / "kubernetes"
+from placedock.stack import compose
+
+TREE = compose.ROOT / "kubernetes"
 # The oldest release these manifests are written for (autoscaling/v2 and
 # policy/v1 are GA long before it; unhealthyPodEvictionPolicy is GA in 1.31).
 MIN_KUBERNETES = "1.31"

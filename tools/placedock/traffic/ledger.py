@@ -27,6 +27,7 @@ import uuid
 from collections import Counter, defaultdict
 
 import requests
+
 from placedock.api.client import READS, retry_after
 
 TIMEOUT = 30

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import requests
+
 from placedock.traffic import ledger
 from placedock.traffic.perfload import AGGREGATES, REQUEST_TIMEOUT, TRAITS, session
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from placedock.api.client import wait_ready
 from placedock.commands.bench import cpu, raw, report
 from placedock.stack.compose import (
+    ROOT,
     Stack,
     compose_command,
     container_env,
@@ -57,7 +58,6 @@ from placedock.stack.compose import (
 )
 from placedock.traffic import mixes, perfload
 
-ROOT = Path(__file__).resolve().parent.parent
 RAW_PORT = 28779
 # The benchmark's own compose project, on loopback ports of its own (front
 # door 28778, haproxy stats 28404, mariadb 23306), so that the test project

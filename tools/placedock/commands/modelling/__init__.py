@@ -1,2 +1,2 @@
-"""Modelling scenarios: a provider topology written once (modelling/*.yaml),
-loaded into placement, queried, and drawn. The command is placedock modelling."""
+"""The modelling playground: a provider topology written once (modelling/*.yaml),
+applied to placement, queried, and drawn. The command is placedock modelling."""

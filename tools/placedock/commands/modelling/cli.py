@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import requests
+
 from placedock.api.client import ApiError, Client
 from placedock.commands.modelling import apply, draw, query, spec
 

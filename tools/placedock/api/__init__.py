@@ -1,0 +1,1 @@
+"""Talking to placement: its HTTP API (client.py)."""

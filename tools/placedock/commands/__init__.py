@@ -1,0 +1,1 @@
+"""The commands on top of stack/, api/ and traffic/: bench, modelling, upgrade."""
