@@ -2,6 +2,7 @@
 build_parser() and main(argv); this table is the whole dispatch, and a
 command's module is imported only when it runs."""
 
+import argparse
 import importlib
 import sys
 
@@ -15,6 +16,17 @@ COMMANDS = {
     "swarm": ("placedock.stack.swarm", "secrets, registry, push and deploy on a Docker Swarm"),
     "testswarm": ("placedock.stack.testswarm", "a swarm of test hosts on this machine (root)"),
 }
+
+
+def command_parser(name, doc, subcommands=None):
+    """The parser of `placedock NAME`, with its module's docstring as the help;
+    with SUBCOMMANDS (the attribute that names the one given), (parser, subparsers)."""
+    parser = argparse.ArgumentParser(
+        prog=f"placedock {name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    if subcommands is None:
+        return parser
+    return parser, parser.add_subparsers(dest=subcommands, required=True)
 
 
 def usage():

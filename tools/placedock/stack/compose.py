@@ -16,7 +16,6 @@ it is the one place that talks to a compose project and reads Docker and
 haproxy for the tests, the faults and the benchmark (placedock bench) alike.
 """
 
-import argparse
 import base64
 import csv
 import functools
@@ -32,6 +31,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from placedock.cli import command_parser
 from placedock.stack import procmem
 
 
@@ -520,10 +520,7 @@ def run(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="placedock stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="action", required=True)
+    parser, sub = command_parser("stack", __doc__, subcommands="action")
     run_parser = sub.add_parser("run", help="bring the test stack up, run COMMAND, tear it down")
     run_parser.add_argument("--scale", type=int, default=3)
     run_parser.add_argument("command", nargs="+")
@@ -537,8 +534,7 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.action == "down":
         Stack(args.mode, database=args.database).down()
     elif args.action == "build":

@@ -14,7 +14,6 @@ that is a failure, not a warning. `check` prints one line per problem and
 exits 1 if there is any.
 """
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from placedock.cli import command_parser
 from placedock.stack import compose
 
 TREE = compose.ROOT / "kubernetes"
@@ -107,10 +107,7 @@ def check(tree, names):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="placedock kube", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("kube", __doc__, subcommands="command")
     check_parser = sub.add_parser("check", help="render and validate overlays (default: all)")
     check_parser.add_argument("overlays", nargs="*", metavar="OVERLAY")
     render_parser = sub.add_parser("render", help="print one overlay's manifests")

@@ -21,7 +21,6 @@ values of the secrets it made) is kept in PLACEDOCK_SWARM_STATE (.swarm/ in
 this checkout, not committed), readable by its owner only.
 """
 
-import argparse
 import ipaddress
 import os
 import re
@@ -32,6 +31,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from placedock.cli import command_parser
 from placedock.stack import compose as stack
 
 STACK = os.environ.get("PLACEDOCK_STACK", "placedock")
@@ -383,10 +383,7 @@ def dump():
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="placedock swarm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="action", required=True)
+    parser, sub = command_parser("swarm", __doc__, subcommands="action")
     sec = sub.add_parser("secrets", help="make every missing swarm secret of the stack: strong and random")
     sec.add_argument("--dev", action="store_true", help="env/'s committed dev values instead: a test swarm only")
     reg = sub.add_parser("registry", help="build and start the image registry on this engine, with credentials")
@@ -437,8 +434,7 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.action == "secrets":
         make_secrets(dev=args.dev)
     elif args.action == "registry":

@@ -25,7 +25,6 @@ are unmounted, the namespaces, bridge, firewall rule, registry container and
 volume, and every data directory removed. Needs root (ip, nsenter, iptables).
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from placedock.cli import command_parser
 from placedock.stack import compose as stack
 from placedock.stack import swarm
 
@@ -354,10 +354,7 @@ def run(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="placedock testswarm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="action", required=True)
+    parser, sub = command_parser("testswarm", __doc__, subcommands="action")
     up_parser = sub.add_parser("up", help="make the test hosts and their swarm")
     run_parser = sub.add_parser("run", help="up, COMMAND, down")
     for each in (up_parser, run_parser):
@@ -375,8 +372,7 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.action == "up":
         for name, value in up(args.nodes).items():
             print(f"export {name}={json.dumps(value)}")

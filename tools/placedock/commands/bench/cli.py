@@ -27,7 +27,6 @@ SIGTERM, and the raw uwsgi is stopped. The report is written only when every
 phase finished. It measures and reports; it asserts no goal.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -40,6 +39,7 @@ import time
 from pathlib import Path
 
 from placedock.api.client import wait_ready
+from placedock.cli import command_parser
 from placedock.commands.bench import cpu, raw, report
 from placedock.stack.compose import (
     ROOT,
@@ -73,9 +73,7 @@ def log(message):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="placedock bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("bench", __doc__)
     parser.add_argument("--replicas", type=int, default=3, help="replicas for cold start and perfload (default 3)")
     parser.add_argument("--providers", type=int, default=1000, help="perfload providers (default 1000)")
     parser.add_argument("--perfload-concurrency", type=int, default=16, help="providers loaded at once (default 16)")

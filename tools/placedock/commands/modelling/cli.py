@@ -11,7 +11,6 @@ default: the compose stack, or the standalone sqlite container. The token
 (--token, PLACEMENT_TOKEN) is `admin`, noauth's; in keystone mode give a real one.
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import requests
 
 from placedock.api.client import ApiError, Client
+from placedock.cli import command_parser
 from placedock.commands.modelling import apply, draw, query, spec
 
 
@@ -118,10 +118,7 @@ def cmd_draw(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="placedock modelling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("modelling", __doc__, subcommands="command")
     check = sub.add_parser("check", help="validate scenario files, with no placement")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_check)
@@ -146,8 +143,7 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except spec.ScenarioError as exc:

@@ -12,6 +12,7 @@ Downgrades are not rehearsed: placement does not support them.
 
 import argparse
 
+from placedock.cli import command_parser
 from placedock.commands.upgrade import rehearsal
 from placedock.stack import compose as stack
 
@@ -25,9 +26,7 @@ def release(value):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="placedock upgrade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("upgrade", __doc__)
     parser.add_argument("--from", dest="old", type=release, required=True, help="release N-1, e.g. 15.0.0")
     parser.add_argument(
         "--to",
