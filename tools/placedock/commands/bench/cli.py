@@ -1,6 +1,6 @@
 """Benchmark placedock in one run and write docs/benchmark.md and docs/benchmark.png.
 
-    tox -e bench                                   # the full run (7 minutes on 2 cores)
+    tox -e bench                                   # the full run (its duration is in the report)
     tox -e bench -- --providers 50 --duration 3    # a quick one while developing
     tox -e bench -- --report-from docs/benchmark.json   # re-render the report only
 
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from placedock.api.client import wait_ready
 from placedock.cli import command_parser
-from placedock.commands.bench import cpu, raw, report
+from placedock.commands.bench import cpu, plot, raw, report
 from placedock.stack.compose import (
     ROOT,
     Stack,
@@ -447,7 +447,7 @@ def run(args):
 def write_report(results, out):
     out.mkdir(parents=True, exist_ok=True)
     report.write_markdown(results, out / "benchmark.md", png_name="benchmark.png")
-    report.write_plot(results, out / "benchmark.png")
+    plot.write_plot(results, out / "benchmark.png")
     print(f"bench: wrote {out / 'benchmark.md'} and {out / 'benchmark.png'}", flush=True)
 
 

@@ -1,0 +1,141 @@
+"""docs/benchmark.md is report.md.tmpl filled from docs/benchmark.json, with no
+stack, no docker and no matplotlib: the committed page is what the committed
+results render to (a template edit without regenerating fails here), a value
+the results lack is named, every block of the template is reachable, the
+template types no figure, and the commands it shows are the CLI's."""
+
+import copy
+import json
+import re
+import shlex
+
+import pytest
+from placedock.commands.bench import cli, raw, report
+from placedock.stack import compose as stack
+
+DOCS = stack.ROOT / "docs"
+REGENERATE = "placedock bench --report-from docs/benchmark.json"
+
+
+@pytest.fixture
+def results():
+    return json.loads((DOCS / "benchmark.json").read_text())
+
+
+def test_the_committed_report_is_what_the_committed_results_render_to(results):
+    rendered = report.render(results, png_name="benchmark.png")
+    assert rendered == (DOCS / "benchmark.md").read_text(), f"docs/benchmark.md is stale: run `{REGENERATE}`"
+
+
+def test_the_report_says_which_run_it_came_from(results):
+    rendered = report.render(results)
+    machine = results["machine"]
+    for fact in (machine["date"], f"`{machine['git']}`", f"{results['total_seconds'] / 60:.1f} minutes"):
+        assert fact in rendered.split("## Machine")[0], fact
+    assert "python tools/" not in rendered
+    assert "[[" not in rendered and "{" not in rendered, "a block or a placeholder left unfilled"
+
+
+@pytest.mark.parametrize(
+    "path, named",
+    [
+        (("machine", "git"), r"\{machine\[git\]\}"),
+        (("env_override", "seen"), r"\{env_override\[seen\]\[0\]\}"),
+        (("perfload_galera", "all_up"), r"\[\[galera\]\].*\{perfload_galera\[all_up\]\}"),
+        (("cold_start",), r"no 'cold_start'"),
+    ],
+)
+def test_a_value_the_results_lack_is_named(results, path, named):
+    *parents, key = path
+    holder = results
+    for parent in parents:
+        holder = holder[parent]
+    del holder[key]
+    with pytest.raises(report.ReportError, match=named):
+        report.render(results)
+
+
+def test_a_placeholder_nothing_gives_is_named_with_its_block():
+    template = report.Template("note\n[[greeting]]\nhello {who[name]}\n", source="test.tmpl")
+    assert template.fill("greeting", {"who": {"name": "placement"}}) == "hello placement"
+    with pytest.raises(report.ReportError, match=r"test\.tmpl \[\[greeting\]\].*\{who\[name\]\}"):
+        template.fill("greeting", {"who": {}})
+    with pytest.raises(report.ReportError, match=r"no block \[\[farewell\]\]"):
+        template.fill("farewell", {})
+
+
+def _other_branches(results):
+    """The committed results, turned to take every branch they do not: a run
+    counted by the ledger, with failures, retries, an environment that is
+    not honoured and a database-bound replica; and one with no CPU
+    accounting and no one-replica targets."""
+    ledger = copy.deepcopy(results)
+    for entry in ledger["throughput"]:
+        entry["refused"] = entry.pop("conflicts")
+    ledger["throughput"][-1].update(errors=2, error_samples=["PUT 500 boom"])
+    ledger["perfload_stack"]["retry_samples"] = ["POST /resource_providers: 503 busy"]
+    ledger["env_override"]["honoured"] = False
+    direct_read = next(e for e in ledger["throughput"] if e["target"] == "direct" and e["mix"] == "read")
+    direct_read["cpu"]["mariadb"] = 10 * direct_read["cpu"]["placement"]
+    bare = copy.deepcopy(results)
+    bare["throughput"] = [e for e in bare["throughput"] if e["replicas"] > 1]
+    for entry in [*bare["throughput"], bare["perfload_stack"], bare["perfload_raw"], bare["perfload_galera"]]:
+        entry["cpu"] = {}
+    return ledger, bare
+
+
+def test_every_block_of_the_template_is_reachable(results):
+    template = report.Template()
+    for each in (results, *_other_branches(results)):
+        report.render(each, template=template)
+    assert set(template.blocks) - template.used == set(), "blocks no results reach"
+    ledger, _ = _other_branches(results)
+    rendered = report.render(ledger)
+    assert "| refused (409) |" in rendered and "**not honoured**" in rendered and "`PUT 500 boom`" in rendered
+
+
+# Digits the prose may hold: section numbers, status codes, percentiles, versions, units.
+NOT_FIGURES = [r"^## \d\. ", r"section \d", r"\b[2-5](?:00|09|xx)\b", r"\bp(?:50|95|99)\b", r"\b0\.4\.0\b"]
+NOT_FIGURES += [r"10⁶", r"cgroup v1", r"noauth2"]
+
+
+def test_the_template_types_no_figure():
+    """Every figure comes from the results: a number typed in the prose would outlive the run it was read off."""
+    template = report.Template()
+    for name, body in template.blocks.items():
+        prose = re.sub(r"```.*?```", "", body, flags=re.S)
+        prose = re.sub(r"\{[^{}]*\}|`[^`]*`", "", prose)
+        for allowed in NOT_FIGURES:
+            prose = re.sub(allowed, "", prose, flags=re.M)
+        assert re.findall(r".{0,30}\d.{0,10}", prose) == [], f"[[{name}]] types a figure"
+
+
+def test_the_commands_the_report_shows_are_the_cli_s(results, capsys):
+    console = re.search(r"```console\n(.*?)```", report.render(results), re.S).group(1)
+    commands = [line.split("#")[0].split()[1:] for line in console.splitlines()]
+    assert ["tox", "-e", "bench"] in commands and ["placedock", "bench", "--help"] in commands
+    assert shlex.split(REGENERATE) in commands
+    for command in commands:
+        if command[:2] == ["placedock", "bench"]:
+            argv = command[2:]
+        elif command[:4] == ["tox", "-e", "bench", "--"]:
+            argv = command[4:]
+        else:
+            continue
+        if argv == ["--help"]:
+            with pytest.raises(SystemExit) as stopped:
+                cli.parse_args(argv)
+            assert stopped.value.code == 0
+        else:
+            args = cli.parse_args(argv)
+            assert args.report_from is None or (stack.ROOT / args.report_from).is_file()
+
+
+def test_defaults_reads_every_setting_the_template_quotes(monkeypatch):
+    """During a run defaults() asks docker for the image's workers; here the repo's files alone."""
+    monkeypatch.setattr(raw, "image_workers", lambda: (2, 6))
+    found = report.defaults(stack.ROOT)
+    quoted = set(re.findall(r"\{defaults\[(\w+)\]", report.TEMPLATE.read_text()))
+    assert quoted <= set(found), f"the template quotes settings defaults() does not read: {quoted - set(found)}"
+    assert None not in found.values()
+    assert all(isinstance(found[key], int) for key in ("pool", "overflow", "max_connections", "server_slots"))
