@@ -1,4 +1,4 @@
-"""The oldest Compose v2 the README and placedock stack promise
+"""The oldest Compose v2 docs/install.md and placedock stack promise
 (stack.COMPOSE_MINIMUM), installed by tools/install-compose into a private
 plugin dir (DOCKER_CONFIG), runs the stack: `config` of every mode gives the
 merge the files ask for, `!reset`s included, and a noauth stack builds, comes

@@ -282,7 +282,7 @@ def failed_between(failures, start, end):
 # The writer's loss under 2 writers: each can have a write in flight on it,
 # and each gets placement's 503 (Retry-After: 2, waited out) until the front
 # door has moved to a backup, a few seconds at most; measured here: see the
-# README's Galera table.
+# docs/galera.md's table of what tox -e galera checks.
 WRITES_IN_DOUBT = 8
 
 
@@ -426,7 +426,7 @@ def test_a_node_lost_for_good_stops_the_choice_until_a_human_forces_it(
     assert all(door_status(name) != "UP" for name in NODES)
     assert requests.get(f"{placement_url}/resource_providers", headers=admin_headers, timeout=30).status_code == 503
 
-    # The human step (README, "Galera"): the survivors hold the same data.
+    # The human step (docs/galera.md): the survivors hold the same data.
     forced = time.monotonic()
     chosen = survivors[0]
     stack.Stack(compose_stack.mode, compose_stack.project, database="galera", GALERA_FORCE_BOOTSTRAP=chosen).compose(
@@ -456,7 +456,7 @@ DB_URL = "OS_PLACEMENT_DATABASE__CONNECTION"
 
 
 def test_a_changed_database_password_holds_on_every_node_after_up(nodes, compose_stack, admin_headers, tmp_path):
-    """README: the nodes create the accounts of the `*DATABASE__CONNECTION`
+    """docs/galera.md: the nodes create the accounts of the `*DATABASE__CONNECTION`
     URLs and reset their passwords at every start. The user changes the
     password in env/placement-db.env and runs `up` again; here a compose file
     merged last changes it instead. Every node then takes the new password,

@@ -1,5 +1,5 @@
 """placedock on a Docker Swarm of three test hosts (placedock testswarm run
---deploy: the README's safe path, so strong random secrets, a registry that
+--deploy: docs/several-hosts.md's safe path, so strong random secrets, a registry that
 wants credentials, keystone mode, 3 placement replicas). The front door is
 node-1's haproxy; node-1 also holds the database and keystone. The tests that
 change the swarm do it while readers and writers go through that front door,
@@ -145,8 +145,8 @@ def open_ports(address, ports, batch=500, timeout=2.0):
 
 
 def readme_ports():
-    """The TCP ports the README's "On your hosts" says to open."""
-    readme = (stack.ROOT / "README.md").read_text()
+    """The TCP ports docs/several-hosts.md's "On your hosts" says to open."""
+    readme = (stack.ROOT / "docs" / "several-hosts.md").read_text()
     section = readme[readme.index("### On your hosts") :].split("\n### ", 1)[0]
     return {int(port) for port in re.findall(r"\b(\d{4,5})/tcp", section)}
 
@@ -157,7 +157,7 @@ def test_port_scan_of_every_node_finds_only_the_readme_ports_each_wanting_creden
     found = {name: open_ports(address, range(1, 65536)) for name, address in NODES.items()}
     print(
         f"port scan, TCP 1-65535 of {len(NODES)} nodes in {time.monotonic() - started:.1f}s: {found}; "
-        f"README lists {sorted(listed)}"
+        f"docs/several-hosts.md lists {sorted(listed)}"
     )
     for name, ports in found.items():
         assert ports <= listed, (name, sorted(ports - listed))

@@ -110,7 +110,7 @@ def test_replica_loss_under_mixed_load_loses_nothing(placement_url, admin_header
     assert unbalanced(placement_url, admin_headers, providers) == []
 
 
-# The README: a request while the database is away is answered 503 "in well
+# docs/faults.md: a request while the database is away is answered 503 "in well
 # under a second".
 OUTAGE_ANSWERED_WITHIN = 1.0
 
@@ -135,7 +135,7 @@ def test_database_restart_under_load_recovers_without_replica_restart(
         f"{window[1] - back:.1f}s after that; {book.summary()}; the failed ones took "
         f"{failed[len(failed) // 2] if failed else 0:.3f}s (median) to {failed[-1] if failed else 0:.3f}s"
     )
-    # What failed failed as the README says: placement's JSON 503 with Retry-After, fast.
+    # What failed failed as docs/faults.md says: placement's JSON 503 with Retry-After, fast.
     assert {what.split()[0] for _, _, what in book.read_failures} <= {"503"}, book.read_failures[:3]
     assert failed == [] or failed[-1] < OUTAGE_ANSWERED_WITHIN, failed[-5:]
     # and nothing fails once mariadb is healthy again (replicas reconnect within 10 s).
@@ -143,7 +143,7 @@ def test_database_restart_under_load_recovers_without_replica_restart(
     assert {c: stack.started_at(c) for c in replicas} == before
 
 
-# The README: with keystone stopped, a token not yet cached gets 503 "within a second".
+# docs/faults.md: with keystone stopped, a token not yet cached gets 503 "within a second".
 KEYSTONE_DOWN_ANSWERED_WITHIN = 1.0
 
 
@@ -257,6 +257,6 @@ def test_memcached_hung_each_process_waits_once_and_every_request_is_answered(pl
     # keystone's 2 (a new token's validation waits for keystone's cache too).
     assert len(waited) <= 3 * 2 + 2, took
     # Nothing added up: a request waits at most for memcached's get and set
-    # (2 x the timeout) and its validation at keystone, which took up to 2.5 s
-    # on this 2-core machine when it was busy.
+    # (2 x the timeout) and its validation at keystone, allowed 2.5 s: a busy
+    # 2-core machine's keystone, not a goal.
     assert took[-1] < 2 * wait + 2.5, took

@@ -197,7 +197,7 @@ def container_health(container):
     return out[1] if out[0] == "running" and len(out) > 1 else out[0]
 
 
-# The oldest Compose v2 every mode runs with (README, "Compose v2";
+# The oldest Compose v2 every mode runs with (docs/install.md, "Compose v2";
 # tests/test_compose_minimum.py runs it). 2.18.1, the release before it on
 # PyPI, reads compose.galera.yaml's `!reset` as a plain null: its database
 # front door keeps mariadb's build (context "null"), env and volume.

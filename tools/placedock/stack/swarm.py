@@ -1,4 +1,4 @@
-"""placedock on a Docker Swarm (swarm/stack.yaml; README, "Several hosts").
+"""placedock on a Docker Swarm (swarm/stack.yaml; docs/several-hosts.md).
 
     placedock swarm secrets [--dev]                 make every missing swarm secret (strong, random)
     placedock swarm registry --address ADDR         start the image registry on this engine, with credentials
@@ -192,7 +192,7 @@ def push():
             stack.docker("push", "-q", target)
         except subprocess.CalledProcessError as exc:
             # Typically "no basic auth credentials": not logged in to the registry.
-            sys.exit(f"swarm: docker push {target}: {exc.stderr.strip().splitlines()[-1]} (README: Troubleshooting)")
+            sys.exit(f"swarm: docker push {target}: {exc.stderr.strip().splitlines()[-1]} (docs/troubleshooting.md)")
         log(f"pushed {target} in {time.monotonic() - started:.1f}s")
 
 
@@ -416,7 +416,7 @@ def build_parser():
     dep.add_argument(
         "--unencrypted-overlay",
         action="store_true",
-        help="the network between the nodes in clear text: for kernels without ESP (README)",
+        help="the network between the nodes in clear text: for kernels without ESP (docs/several-hosts.md)",
     )
     dep.add_argument(
         "--dev-secrets",

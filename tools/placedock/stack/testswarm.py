@@ -335,7 +335,7 @@ def run(args):
         os.environ.update(env)
         if args.deploy:
             swarm.push()
-            # The README's safe path: strong random secrets, keystone mode.
+            # docs/several-hosts.md's safe path: strong random secrets, keystone mode.
             swarm.make_secrets()
             swarm.deploy("keystone", replicas=3, timeout=240, encrypted=ENCRYPTED_OVERLAY)
         try:

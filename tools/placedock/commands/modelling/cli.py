@@ -1,5 +1,5 @@
 """The modelling playground: describe a provider topology once (modelling/*.yaml,
-format in modelling/README.md), load it into placement, run its queries, draw it.
+format in docs/modelling.md), apply it to placement, run its queries, draw it.
 
     placedock modelling check FILE...                 validate, offline
     placedock modelling apply FILE [--reset]           create it through the API (again: no change)
