@@ -251,7 +251,7 @@ def test_secrets_are_strong_and_random_and_dev_values_only_when_asked(tmp_path):
 
 
 def test_replicas_beyond_haproxys_slots_are_refused():
-    slots = swarm.max_replicas()
+    slots = stack.server_slots()
     config = (stack.ROOT / "haproxy" / "haproxy.cfg").read_text()
     assert f"server-template placement- {slots} " in config
     refusals = {

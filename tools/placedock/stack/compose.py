@@ -90,6 +90,18 @@ def keystone_url():
     return os.environ.get("KEYSTONE_URL") or f"http://127.0.0.1:{ports()['KEYSTONE_PORT']}/v3"
 
 
+def server_slots():
+    """haproxy's server slots for placement (haproxy.cfg's server-template
+    count): the most replicas that can be sent a request. haproxy has no
+    parser to ask; the config is read line by line, never with a pattern."""
+    path = ROOT / "haproxy" / "haproxy.cfg"
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if words[:2] == ["server-template", "placement-"]:
+            return int(words[2])
+    raise ValueError(f"{path}: no server-template placement- line")
+
+
 def placement_release():
     """The openstack-placement release compose builds and runs: PLACEMENT_VERSION
     from the shell or .env, else compose.yaml's default."""

@@ -59,13 +59,6 @@ SECRETS = {
 NOAUTH_SECRETS = ("placement-db-connection", "haproxy-stats-password")
 
 
-def max_replicas():
-    """haproxy's server slots (haproxy.cfg's server-template): more replicas
-    than that would never be sent a request."""
-    config = (stack.ROOT / "haproxy" / "haproxy.cfg").read_text()
-    return int(re.search(r"^\s*server-template placement- (\d+) ", config, re.M).group(1))
-
-
 def log(message):
     print(f"swarm: {message}", file=sys.stderr, flush=True)
 
@@ -246,7 +239,7 @@ def check_secrets(mode):
 
 def check_replicas(replicas):
     """Exit with one line unless 1 <= REPLICAS <= haproxy's server slots."""
-    most = max_replicas()
+    most = stack.server_slots()
     if not 1 <= replicas <= most:
         sys.exit(
             f"swarm: {replicas} placement replicas: from 1 to {most}, as haproxy has {most} server slots "
@@ -411,7 +404,7 @@ def build_parser():
         "--replicas",
         type=int,
         default=default_replicas,
-        help=f"placement replicas, 1 to {max_replicas()} (default PLACEMENT_REPLICAS, else 3)",
+        help=f"placement replicas, 1 to {stack.server_slots()} (default PLACEMENT_REPLICAS, else 3)",
     )
     dep.add_argument(
         "--unencrypted-overlay",
@@ -424,7 +417,7 @@ def build_parser():
         help="make missing secrets from env/'s committed dev values first: a test swarm only",
     )
     dep.add_argument("--timeout", type=float, default=300)
-    scl = sub.add_parser("scale", help=f"N placement replicas (1 to {max_replicas()}), wait until converged")
+    scl = sub.add_parser("scale", help=f"N placement replicas (1 to {stack.server_slots()}), wait until converged")
     scl.add_argument("replicas", type=int)
     scl.add_argument("--timeout", type=float, default=300)
     wt = sub.add_parser("wait", help="wait until every service has converged")

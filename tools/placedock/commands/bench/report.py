@@ -11,7 +11,7 @@ import string
 from pathlib import Path
 
 from placedock.commands.bench import raw, tables
-from placedock.stack.compose import settings_file
+from placedock.stack.compose import server_slots, settings_file
 from placedock.traffic import mixes, perfload
 
 TEMPLATE = Path(__file__).with_name("report.md.tmpl")
@@ -38,15 +38,6 @@ def _ini(path, section):
     return parser[section]
 
 
-def _server_slots(path):
-    """How many replicas haproxy.cfg has room for: its `server-template`'s count."""
-    for line in path.read_text().splitlines():
-        words = line.split()
-        if words[:1] == ["server-template"]:
-            return int(words[2])
-    raise ValueError(f"{path}: no server-template line")
-
-
 def defaults(root):
     """The settings the report explains, read from the files that set them (and the built image: docker)."""
     uwsgi = _ini(root / "placement" / "uwsgi.ini", "uwsgi")
@@ -62,7 +53,7 @@ def defaults(root):
         "overflow": int(env["OS_PLACEMENT_DATABASE__MAX_OVERFLOW"]),
         "pool_timeout": env.get("OS_PLACEMENT_DATABASE__POOL_TIMEOUT"),
         "max_connections": int(mariadb["max_connections"]),
-        "server_slots": _server_slots(root / "haproxy" / "haproxy.cfg"),
+        "server_slots": server_slots(),
     }
 
 
