@@ -119,13 +119,13 @@ def cmd_draw(args):
 
 def build_parser():
     parser, sub = command_parser("modelling", __doc__, subcommands="command")
-    check = sub.add_parser("check", help="validate scenario files, with no placement")
+    check = sub.add_parser("check", help="validate model files, with no placement")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_check)
     for name, func, text in (
-        ("apply", cmd_apply, "create a scenario in placement; loading again changes nothing"),
-        ("query", cmd_query, "run a scenario's queries and compare them with its expectations"),
-        ("draw", cmd_draw, "render a loaded scenario's provider trees as SVG and PNG"),
+        ("apply", cmd_apply, "create a model in placement; applying it again changes nothing"),
+        ("query", cmd_query, "run a model's queries and compare them with its expectations"),
+        ("draw", cmd_draw, "render an applied model's provider trees as SVG and PNG"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("file")
@@ -133,12 +133,12 @@ def build_parser():
         p.add_argument("--token", default=os.environ.get("PLACEMENT_TOKEN", "admin"))
         p.set_defaults(func=func)
     sub.choices["apply"].add_argument(
-        "--reset", action="store_true", help="first remove an earlier load of this scenario"
+        "--reset", action="store_true", help="first remove what an earlier apply of this model made"
     )
     sub.choices["query"].add_argument("queries", nargs="*", metavar="QUERY", help="by name; all by default")
     sub.choices["draw"].add_argument("--query", help="highlight a candidate of this query")
     sub.choices["draw"].add_argument("--candidate", type=int, default=1, help="which one (default 1)")
-    sub.choices["draw"].add_argument("--output", help="path without extension (default: the scenario's name)")
+    sub.choices["draw"].add_argument("--output", help="path without extension (default: the model's name)")
     return parser
 
 
