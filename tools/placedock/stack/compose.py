@@ -37,9 +37,9 @@ from placedock.stack import procmem
 
 def find_root():
     """The placedock checkout the tools work on: PLACEDOCK_ROOT, else the first
-    folder up from here holding compose.yaml and placement/ (as git finds
-    .git), else the checkout this package was installed from (tox, `pip
-    install -e tools`)."""
+    folder up from the working directory holding compose.yaml and placement/
+    (as git finds .git), else the checkout this package was installed from
+    (tox, `pip install -e tools`)."""
     if os.environ.get("PLACEDOCK_ROOT"):
         return Path(os.environ["PLACEDOCK_ROOT"]).resolve()
     for folder in (Path.cwd(), *Path.cwd().parents, *Path(__file__).resolve().parents):
