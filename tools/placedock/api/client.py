@@ -178,6 +178,3 @@ def wait_ready(url, timeout, alive=lambda: True):
             last = exc
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer 200 within {timeout:g}s (last: {last})")
-
-
-# --- perfload -------------------------------------------------------------------
