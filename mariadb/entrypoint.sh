@@ -14,6 +14,8 @@ die() {
 # NAME_FILE=/run/secrets/... sets NAME (swarm/stack.yaml gives the URLs so).
 # shellcheck source=common/file-env.sh
 . /usr/local/lib/placedock/file-env.sh
+# shellcheck source=common/url-password.sh
+. /usr/local/lib/placedock/url-password.sh
 
 datadir=/var/lib/mysql
 init=/run/mysqld/placedock-init.sql
@@ -22,31 +24,6 @@ if [ ! -d "$datadir/mysql" ]; then
     echo "placedock-mariadb: empty data directory: initialising $datadir" >&2
     mariadb-install-db --datadir="$datadir" --skip-test-db --auth-root-authentication-method=socket >/dev/null
 fi
-
-# A URL's password as SQLAlchemy reads it, and so placement and keystone:
-# each %XX escape decoded once (urllib.parse.unquote), a % without two hex
-# digits kept. Printable ASCII only: PyMySQL sends a password in latin-1 while
-# the server hashes the UTF-8 of `IDENTIFIED BY`, so any other character
-# would give the account a password no client can send.
-url_password() {
-    local var=$1 rest=$2 out='' byte LC_ALL=C
-    while [[ $rest == *%* ]]; do
-        out+=${rest%%\%*}
-        rest=${rest#*%}
-        if [[ $rest =~ ^[0-9A-Fa-f]{2} ]]; then
-            printf -v byte '%b' "\\x${rest:0:2}"
-            out+=${byte:-$'\n'} # %00 is refused below; a newline stands for it here
-            rest=${rest:2}
-        else
-            out+=%
-        fi
-    done
-    out+=$rest
-    [ -n "$out" ] || die "$var: the password must be set"
-    [[ $out != *[![:print:]]* ]] ||
-        die "$var: the password may hold printable ASCII only (letters, digits, punctuation, space), escaped in the URL where needed"
-    password=$out
-}
 
 # A string literal for SQL: backslashes and quotes escaped.
 sql_string() {
