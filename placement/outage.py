@@ -54,6 +54,13 @@ RETRY_AFTER = 2
 # MariaDB errors that oslo.db does not call a lost connection: the server is
 # shutting down. (A Galera node not ready for clients, 1047, is one.)
 UNAVAILABLE_CODES = {1053}
+# PostgreSQL's (SQLSTATE): connection exceptions (class 08), too many
+# connections, and the server shutting down, crashed or not yet accepting
+# sessions. oslo.db knows a failed connect only by libpq's words before
+# PostgreSQL 14 ("could not connect to server"), so with libpq 15 a server
+# that is stopped or gone comes as a plain DBError: a psycopg2
+# OperationalError with no SQLSTATE, as libpq gives none before a session.
+UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
 # Reads that may be tried again; and the pause before that one more try.
 IDEMPOTENT = {"GET", "HEAD"}
 RETRY_PAUSE = 0.25
@@ -65,7 +72,12 @@ def database_unavailable(exc):
     if isinstance(exc, (db_exc.DBConnectionError, sa_exc.TimeoutError)):
         return True
     inner = getattr(exc, "inner_exception", exc)  # oslo.db's DBError wraps SQLAlchemy's
-    driver = getattr(inner, "orig", None)  # which wraps the driver's (PyMySQL)
+    driver = getattr(inner, "orig", None)  # which wraps the driver's (PyMySQL, psycopg2)
+    if type(driver).__module__.startswith("psycopg2"):
+        sqlstate = driver.pgcode
+        if sqlstate is None:
+            return type(driver).__name__ == "OperationalError"
+        return sqlstate.startswith(UNAVAILABLE_SQLSTATES)
     code = driver.args[0] if driver is not None and driver.args else None
     return code in UNAVAILABLE_CODES
 

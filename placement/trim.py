@@ -43,7 +43,8 @@ def exercise():
             raise
 
     # The app as uwsgi loads it (preflight checks included), then one request
-    # of each kind; keystone mode's token cache and mariadb's driver as well.
+    # of each kind; keystone mode's token cache and the mariadb and PostgreSQL
+    # drivers as well.
     import keystonemiddleware.auth_token  # noqa: F401
     import memcache  # noqa: F401
     import placedock_wsgi
@@ -51,7 +52,9 @@ def exercise():
     import sqlalchemy
     import webob
 
-    sqlalchemy.create_engine("mysql+pymysql://placement:x@localhost/placement")  # loads the dialect, no connection
+    # Each loads its dialect and driver, and connects to nothing.
+    sqlalchemy.create_engine("mysql+pymysql://placement:x@localhost/placement")
+    sqlalchemy.create_engine("postgresql+psycopg2://placement:x@localhost/placement")
     headers = {"x-auth-token": "admin", "openstack-api-version": "placement latest"}
     requests = [
         ("GET", "/", None, 200),
