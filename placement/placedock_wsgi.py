@@ -79,8 +79,10 @@ try:
     preflight.main()
 
     import outage
+    import usage_by_type
 
     outage.install()
+    usage_by_type.install()
 
     from placement.wsgi import api  # after the checks, on purpose
 
