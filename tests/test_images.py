@@ -70,7 +70,7 @@ def test_compose_pull_pulls_nothing(mode_stack):
 
 # -- Debian packages ------------------------------------------------------------
 
-DOCKERFILES = ["placement", "keystone", "mariadb", "memcached", "haproxy", "registry"]
+DOCKERFILES = ["placement", "keystone", "mariadb", "postgres", "memcached", "haproxy", "registry"]
 PACKAGES = "/usr/share/placedock/packages.txt"
 
 
@@ -84,8 +84,9 @@ def debian_pins(name):
 @functools.cache
 def built_images():
     """{Dockerfile's folder: the image built from it}: every image compose builds
-    in keystone mode (Galera's nodes run the mariadb image), and the registry's."""
-    build = stack.Stack("keystone", project="placedock-images")
+    in keystone mode with PostgreSQL (mariadb stays for keystone; Galera's nodes
+    run the mariadb image), and the registry's."""
+    build = stack.Stack("keystone", database="postgres", project="placedock-images")
     build.build()
     config = json.loads(build.compose("config", "--format", "json", capture=True).stdout)
     images = {s["build"]["dockerfile"].split("/")[0]: s["image"] for s in config["services"].values() if "build" in s}
@@ -96,7 +97,7 @@ def built_images():
 def test_debian_packages_are_pinned_to_their_upstream_version():
     pins = {name: debian_pins(name) for name in DOCKERFILES}
     assert {p for pinned in pins.values() for p in pinned} >= {
-        "haproxy", "socat", "mariadb-server", "galera-4", "memcached", "docker-registry",
+        "haproxy", "socat", "mariadb-server", "galera-4", "postgresql-15", "memcached", "docker-registry",
     }  # fmt: skip
     exact = {p: v for pinned in pins.values() for p, v in pinned.items() if not re.fullmatch(r"(\d+:)?[\d.]+\.\*", v)}
     assert not exact, "pin the upstream version (haproxy=2.6.*), not a Debian revision"

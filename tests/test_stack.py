@@ -113,13 +113,15 @@ def test_without_placement_src_every_replica_runs_the_pinned_release(compose_sta
 def test_database_down_gives_503_with_retry_after_then_200_without_replica_restart(
     placement_url, admin_headers, compose_stack
 ):
-    """The `mariadb` service stopped: the single server, or on the Galera stack
-    the database front door. Every replica answers at once, with placement's
-    JSON error and a Retry-After, and serves again once the database is back."""
+    """Placement's database service stopped: the single mariadb, on the Galera
+    stack the database front door, or PostgreSQL. Every replica answers at
+    once, with placement's JSON error and a Retry-After, and serves again once
+    the database is back."""
     replicas = compose_stack.container_ids("placement")
     before = {c: stack.started_at(c) for c in replicas}
     path = "/resource_providers?name=outage-none"
-    compose_stack.compose("stop", "mariadb")
+    database = compose_stack.database_service
+    compose_stack.compose("stop", database)
     answers = []
     try:
         for _ in range(3 * REPLICAS):
@@ -127,7 +129,7 @@ def test_database_down_gives_503_with_retry_after_then_200_without_replica_resta
             resp = requests.get(placement_url + path, headers=admin_headers, timeout=30)
             answers.append((time.monotonic() - started, resp))
     finally:
-        compose_stack.compose("start", "mariadb")
+        compose_stack.compose("start", database)
     slowest = max(seconds for seconds, _ in answers)
     by = Counter(resp.headers.get(SERVER_HEADER) for _, resp in answers)
     print(f"database down: {len(answers)} requests, slowest answer {slowest:.2f}s, from {dict(by)}")
@@ -146,6 +148,6 @@ def test_database_down_gives_503_with_retry_after_then_200_without_replica_resta
         step=0.2,
         what="placement answering 200 again",
     )
-    print(f"database back: placement answered 200 {back:.1f}s after `start mariadb`")
+    print(f"database back: placement answered 200 {back:.1f}s after `start {database}`")
     assert len(answered_by(placement_url, path, admin_headers)) == REPLICAS
     assert {c: stack.started_at(c) for c in replicas} == before

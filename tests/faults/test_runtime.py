@@ -119,26 +119,27 @@ def test_database_restart_under_load_recovers_without_replica_restart(
     placement_url, admin_headers, compose_stack, replicas
 ):
     before = {c: stack.started_at(c) for c in replicas}
-    (mariadb,) = compose_stack.container_ids("mariadb")
+    (database,) = compose_stack.container_ids(compose_stack.database_service)
     with Traffic(placement_url, admin_headers, DB_PATHS, seconds=120) as book:
         time.sleep(2)
-        stack.docker("stop", mariadb)
+        stack.docker("stop", database)
         time.sleep(3)
-        stack.docker("start", mariadb)
-        healthy_after = wait_until(lambda: stack.container_health(mariadb) == "healthy", timeout=60, step=0.2)
+        stack.docker("start", database)
+        healthy_after = wait_until(lambda: stack.container_health(database) == "healthy", timeout=60, step=0.2)
         back = time.monotonic() - book.started
         time.sleep(12)
     failed = sorted(book.took["read failed"])
     window = book.read_window() or (back, back)
     print(
-        f"database restart: mariadb healthy {healthy_after:.1f}s after start; last failed request "
+        f"database restart: {compose_stack.database_service} healthy {healthy_after:.1f}s after start; "
+        "last failed request "
         f"{window[1] - back:.1f}s after that; {book.summary()}; the failed ones took "
         f"{failed[len(failed) // 2] if failed else 0:.3f}s (median) to {failed[-1] if failed else 0:.3f}s"
     )
     # What failed failed as docs/faults.md says: placement's JSON 503 with Retry-After, fast.
     assert {what.split()[0] for _, _, what in book.read_failures} <= {"503"}, book.read_failures[:3]
     assert failed == [] or failed[-1] < OUTAGE_ANSWERED_WITHIN, failed[-5:]
-    # and nothing fails once mariadb is healthy again (replicas reconnect within 10 s).
+    # and nothing fails once the database is healthy again (replicas reconnect within 10 s).
     assert window[1] <= back + 10, book.read_failures[-3:]
     assert {c: stack.started_at(c) for c in replicas} == before
 

@@ -1,6 +1,6 @@
 """Run a command against a placedock stack that this script brings up and tears down.
 
-    placedock stack run [--mode noauth|keystone] [--database mariadb|galera] [--scale N] -- COMMAND...
+    placedock stack run [--mode noauth|keystone] [--database mariadb|galera|postgres] [--scale N] -- COMMAND...
     placedock stack down [--mode ...] [--database ...]
 
 `run` builds the images, brings up the test project (its own compose project
@@ -54,11 +54,15 @@ MODES = {
     "noauth": ["compose.yaml"],
     "keystone": ["compose.yaml", "compose.keystone.yaml"],
 }
-# The database: one mariadb, or a Galera cluster behind its own front door.
+# Placement's database: one mariadb, a Galera cluster behind its own front
+# door (the service still called mariadb), or PostgreSQL.
 DATABASES = {
     "mariadb": [],
     "galera": ["compose.galera.yaml"],
+    "postgres": ["compose.postgres.yaml"],
 }
+# The service placement's URL names, per database.
+DATABASE_SERVICES = {"mariadb": "mariadb", "galera": "mariadb", "postgres": "postgres"}
 # Loopback ports of the test project; a dev stack keeps 8778/8404/5000/8405.
 TEST_PORTS = {
     "PLACEMENT_PORT": "18778",
@@ -252,6 +256,11 @@ class Stack:
     @property
     def placement_url(self):
         return f"http://127.0.0.1:{self.env['PLACEMENT_PORT']}"
+
+    @property
+    def database_service(self):
+        """The service placement's database URL names."""
+        return DATABASE_SERVICES[self.database]
 
     @property
     def stats_url(self):
