@@ -2,7 +2,7 @@
 
 A release that cannot be built stops the build with one line naming it; the
 rehearsal 15.0.0 -> 16.0.0 (3 replicas, a small data set, load throughout)
-passes every check within 4 minutes. Own compose project: placedock-upgrade.
+passes every check within 4 minutes, on mariadb and on PostgreSQL. Own compose project: placedock-upgrade.
 The release rules and the data set's load order are checked without a stack
 in tests/unit/test_releases.py."""
 
@@ -38,9 +38,10 @@ def test_a_release_that_cannot_be_built_stops_the_build_with_one_line(version, w
     assert stack.docker("images", "-q", stack.image("placement", version)) == ""
 
 
-def test_rolling_upgrade_from_the_previous_release_under_load_loses_nothing():
+@pytest.mark.parametrize("database", ["mariadb", "postgres"])
+def test_rolling_upgrade_from_the_previous_release_under_load_loses_nothing(database):
     started = time.monotonic()
-    report = rehearsal.rehearse(PREVIOUS, stack.placement_release(), replicas=3, nodes=6)
+    report = rehearsal.rehearse(PREVIOUS, stack.placement_release(), replicas=3, nodes=6, database=database)
     elapsed = time.monotonic() - started
     print(report.format())
     failed = [(name, detail) for name, passed, detail in report.checks if not passed]
@@ -53,4 +54,5 @@ def test_rolling_upgrade_from_the_previous_release_under_load_loses_nothing():
         f"replace placement-{n}" for n in (1, 2, 3)
     ]
     assert elapsed < 240, f"the rehearsal took {elapsed:.0f}s; it is bounded at 4 minutes"
-    assert stack.Stack("noauth", rehearsal.PROJECT).container_ids(all_states=True) == []
+    assert stack.Stack("noauth", rehearsal.PROJECT, database=database).container_ids(all_states=True) == []
+    assert f"on {database}," in report.format().splitlines()[0]

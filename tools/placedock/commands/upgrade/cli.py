@@ -1,6 +1,6 @@
 """Rehearse a rolling upgrade of placement, release N-1 -> N, under load.
 
-    placedock upgrade --from 15.0.0 --to 16.0.0 [--replicas 3] [--nodes 8] [--keep]
+    placedock upgrade --from 15.0.0 --to 16.0.0 [--database mariadb|postgres] [--replicas 3] [--nodes 8] [--keep]
 
 Brings up its own compose project (placedock-upgrade, noauth, the test ports
 18778/18404) on --from, loads a data set, upgrades to --to one replica at a
@@ -34,6 +34,9 @@ def build_parser():
         type=release,
         help="release N (default: the one compose builds, PLACEMENT_VERSION or compose.yaml's)",
     )
+    parser.add_argument(
+        "--database", choices=("mariadb", "postgres"), default="mariadb", help="placement's database (default: mariadb)"
+    )
     parser.add_argument("--replicas", type=int, default=3, help="placement replicas (at least 2)")
     parser.add_argument("--nodes", type=int, default=8, help="compute nodes in the data set (4 providers each)")
     parser.add_argument("--keep", action="store_true", help="leave the stack up afterwards")
@@ -49,6 +52,6 @@ def main(argv=None):
     key = tuple(map(int, args.old.split("."))), tuple(map(int, args.new.split(".")))
     if key[0] >= key[1]:
         parser.error(f"--from {args.old} is not older than --to {args.new}: placement does not support downgrades")
-    report = rehearsal.rehearse(args.old, args.new, args.replicas, args.nodes, keep=args.keep)
+    report = rehearsal.rehearse(args.old, args.new, args.replicas, args.nodes, keep=args.keep, database=args.database)
     print(report.format())
     return 0 if report.passed else 1

@@ -1,6 +1,7 @@
 """The rolling-upgrade rehearsal: placement N-1 -> N behind haproxy, under load.
 
-1. up on release N-1 (its own compose project, noauth), N replicas;
+1. up on release N-1 (its own compose project, noauth, on mariadb or
+   PostgreSQL), N replicas;
 2. load the data set (dataset.py) through the front door and read it back;
 3. start readers and writers (traffic.py) through the front door;
 4. run release N's `placement-manage db sync` against the live database,
@@ -58,6 +59,7 @@ class Report:
     new: str
     replicas: int
     nodes: int
+    database: str = "mariadb"
     phases: list = field(default_factory=list)  # (name, seconds, detail)
     requests: collections.Counter = field(default_factory=collections.Counter)
     traffic_seconds: float = 0.0
@@ -75,7 +77,7 @@ class Report:
     def format(self):
         lines = [
             f"placedock upgrade rehearsal: openstack-placement {self.old} -> {self.new}, "
-            f"{self.replicas} replicas behind haproxy, {self.size}",
+            f"{self.replicas} replicas behind haproxy, on {self.database}, {self.size}",
             f"upgrade path: {upgrade_path(self.old, self.new)}",
             "",
             f"  {'phase':<28}{'seconds':>8}",
@@ -95,11 +97,11 @@ class Report:
 
 
 class Rehearsal:
-    def __init__(self, old, new, replicas, nodes, log):
-        self.old_stack = stack.Stack("noauth", PROJECT, PLACEMENT_VERSION=old)
-        self.new_stack = stack.Stack("noauth", PROJECT, PLACEMENT_VERSION=new)
+    def __init__(self, old, new, replicas, nodes, log, database="mariadb"):
+        self.old_stack = stack.Stack("noauth", PROJECT, database=database, PLACEMENT_VERSION=old)
+        self.new_stack = stack.Stack("noauth", PROJECT, database=database, PLACEMENT_VERSION=new)
         self.url = stack.placement_url()
-        self.report = Report(old, new, replicas, nodes)
+        self.report = Report(old, new, replicas, nodes, database)
         self.log = log
 
     # --- steps ------------------------------------------------------------------
@@ -333,9 +335,10 @@ class Rehearsal:
         return stack.docker("run", "--rm", "--entrypoint", "python3", stack.image("placement", release), "-c", code)
 
 
-def rehearse(old, new, replicas=3, nodes=8, keep=False, log=print):
-    """Rehearse old -> new; the Report. The stack is removed afterwards unless `keep`."""
-    rehearsal = Rehearsal(old, new, replicas, nodes, log)
+def rehearse(old, new, replicas=3, nodes=8, keep=False, log=print, database="mariadb"):
+    """Rehearse old -> new on `database` (stack.DATABASES); the Report. The
+    stack is removed afterwards unless `keep`."""
+    rehearsal = Rehearsal(old, new, replicas, nodes, log, database)
     try:
         return rehearsal.run()
     except Exception:
