@@ -422,6 +422,36 @@ def test_external_database_has_no_mariadb_and_no_database_password():
         assert [ref for ref_kind, ref in refs if ref_kind == "Secret"] == ["placement-database"], container_name
 
 
+def test_external_database_on_postgresql_gives_every_placement_container_the_secrets_url(tmp_path):
+    """The original placedock's case: noauth2 on an external PostgreSQL,
+    migrated at start. A kustomization of the user's own adds the Secret the
+    component names, as `kubectl create secret` does (docs/kubernetes.md);
+    the Job that migrates, the init container that waits for its schema and
+    placement all connect with its URL, and the whole validates."""
+    url = "postgresql+psycopg2://placement:placement-dev-password@postgres.example/placement"
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": "placedock",
+        # Relative: kustomize 4.5.4 takes no absolute path to a directory.
+        "resources": [os.path.relpath(kube.TREE / "overlays" / "external-database", tmp_path)],
+        "generatorOptions": {"disableNameSuffixHash": True},
+        "secretGenerator": [
+            {"name": "placement-database", "literals": [f"OS_PLACEMENT_DATABASE__CONNECTION={url}"]},
+        ],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    objects = kube.render(tmp_path)
+    assert kube.validate(objects) == []
+    assert not [o for o in objects if "mariadb" in o["metadata"]["name"]]
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"] == ["placement-database"]
+    for kind, workload, container_name in WORKLOADS["placement"] + WORKLOADS["placement-db-sync"]:
+        c = container(objects, kind, workload, container_name)
+        refs = [source(env_from) for env_from in c["envFrom"]]
+        assert [ref for ref_kind, ref in refs if ref_kind == "Secret"] == ["placement-database"], container_name
+        assert environment(objects, c).get("OS_PLACEMENT_DATABASE__CONNECTION") == url, container_name
+
+
 # -- the init container, for real ---------------------------------------------
 
 
