@@ -20,7 +20,8 @@ It builds the images (cached layers), then, on its own compose project
    environment is honoured);
 6. image sizes and uwsgi worker memory;
 7. the perfload again on the same stack over a 3-node Galera cluster
-   (compose.galera.yaml), so the cost of the cluster is read off one run.
+   (compose.galera.yaml), and over PostgreSQL (compose.postgres.yaml), so
+   what each database costs placement is read off one run.
 
 The stack is torn down (`down -v`) at the end, also on failure, Ctrl-C or
 SIGTERM, and the raw uwsgi is stopped. The report is written only when every
@@ -100,6 +101,7 @@ def build_parser():
     parser.add_argument("--raw-python", default=raw.default_python(), help="interpreter of the raw reference venv")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw reference")
     parser.add_argument("--no-galera", action="store_true", help="skip the perfload on the Galera stack")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the perfload on the PostgreSQL stack")
     parser.add_argument("--no-build", action="store_true", help="use the images as they are")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmark.md/.png/.json go")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit of each wait and of each perfload")
@@ -165,7 +167,7 @@ def loadavg():
 
 
 def bench_stack(database="mariadb"):
-    """compose.yaml [+ compose.galera.yaml] + compose.bench.yaml, as placedock-bench."""
+    """compose.yaml [+ compose.galera.yaml or compose.postgres.yaml] + compose.bench.yaml, as placedock-bench."""
     return Stack("noauth", project=PROJECT, extra=["compose.bench.yaml"], database=database, quiet=True, **PORTS)
 
 
@@ -353,20 +355,31 @@ def variants(stack, providers, args, meter):
     return out
 
 
-def galera_perfload(args, meter):
-    """The perfload, as above, through the front door of the same stack over a
-    3-node Galera cluster: one writer behind the database front door."""
-    stack = bench_stack("galera")
+# The other databases the perfload runs on, after the single mariadb: what
+# the log says, and the container whose InnoDB counters are read (Galera's
+# writer; PostgreSQL has none).
+OTHER_DATABASES = {
+    "galera": ("a 3-node Galera cluster (compose.galera.yaml)", "galera-1"),
+    "postgres": ("PostgreSQL (compose.postgres.yaml)", None),
+}
+
+
+def database_perfload(args, meter, database):
+    """The perfload, as above, through the front door of the same stack on
+    another database: a 3-node Galera cluster (one writer behind the database
+    front door), or PostgreSQL."""
+    stack = bench_stack(database)
     try:
-        # The same project: this also removes the single-mariadb stack and its volume.
+        # The same project: this also removes the stack before it and its volumes.
         stack.down()
         t0 = time.monotonic()
         stack.up(args.replicas, build=False, wait=False)
         wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
         all_up = time.monotonic() - t0
-        log(f"  galera: all {args.replicas} UP in haproxy after {all_up:.1f}s; perfload")
-        # The writer's InnoDB counters.
-        (meter.mariadb,) = stack.container_ids("galera-1")
+        log(f"  {database}: all {args.replicas} UP in haproxy after {all_up:.1f}s; perfload")
+        innodb = OTHER_DATABASES[database][1]
+        if innodb:
+            (meter.mariadb,) = stack.container_ids(innodb)
         result = load_perfload(stack.placement_url, args, meter)
         result["all_up"] = all_up
         result.pop("providers")
@@ -429,10 +442,12 @@ def run(args):
                 results["variants"] = variants(stack, providers, args, meter)
             results["images"] = images(stack)
             results["placement_layers"] = image_layers(image("placement"))
-            if not args.no_galera:
-                log("perfload: the same stack on a 3-node Galera cluster (compose.galera.yaml)")
-                results["perfload_galera"] = galera_perfload(args, meter)
-                log(f"  loaded in {results['perfload_galera']['seconds']:.1f}s")
+            skip = {"galera": args.no_galera, "postgres": args.no_postgres}
+            for database, (what, _) in OTHER_DATABASES.items():
+                if not skip[database]:
+                    log(f"perfload: the same stack on {what}")
+                    results[f"perfload_{database}"] = database_perfload(args, meter, database)
+                    log(f"  loaded in {results[f'perfload_{database}']['seconds']:.1f}s")
     finally:
         log("tearing down placedock-bench (down -v)")
         stack.down()

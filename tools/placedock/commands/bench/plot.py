@@ -13,6 +13,10 @@ from placedock.commands.bench.tables import (
     workers,
 )
 
+# The perfload on the other databases, in the order the run takes them, and
+# their colours (p50, p95).
+OTHER_DATABASES = [("galera", ("tab:purple", "plum")), ("postgres", ("tab:green", "lightgreen"))]
+
 
 def write_plot(results, path):
     import matplotlib
@@ -60,10 +64,11 @@ def _plot_perfload(ax, results):
         labels.append("raw uwsgi\non the host")
         values.append(ref["seconds"])
         colors.append("tab:gray")
-    if results.get("perfload_galera"):
-        labels.append("stack on\ngalera")
-        values.append(results["perfload_galera"]["seconds"])
-        colors.append("tab:purple")
+    for database, color in OTHER_DATABASES:
+        if results.get(f"perfload_{database}"):
+            labels.append(f"stack on\n{database}")
+            values.append(results[f"perfload_{database}"]["seconds"])
+            colors.append(color[0])
     bars = ax.bar(labels, values, color=colors)
     _bar_labels(ax, bars, "{:.1f} s")
     ax.set_ylim(top=max(values) * 1.25)
@@ -86,9 +91,10 @@ def _plot_candidates(ax, results):
     series = [("stack p50", stack, "p50", "tab:blue"), ("stack p95", stack, "p95", "lightsteelblue")]
     if ref:
         series += [("raw p50", ref, "p50", "tab:gray"), ("raw p95", ref, "p95", "silver")]
-    galera = results.get("perfload_galera")
-    if galera:
-        series += [("galera p50", galera, "p50", "tab:purple"), ("galera p95", galera, "p95", "plum")]
+    for database, (p50_color, p95_color) in OTHER_DATABASES:
+        other = results.get(f"perfload_{database}")
+        if other:
+            series += [(f"{database} p50", other, "p50", p50_color), (f"{database} p95", other, "p95", p95_color)]
     width = 0.8 / len(series)
     top = 0.0
     for i, (label, r, key, color) in enumerate(series):

@@ -169,7 +169,9 @@ def _perfload(results, t):
         "queries": "\n".join(t.fill("query", {"name": name, "query": q["query"]}) for name, q in queries.items()),
         "perfload_table": tables.perfload_table(results),
         "perfload_cpu_table": _cpu_table(t, ["target"], [((label,), r) for label, r in targets]),
-        "galera": t.fill("galera", results) if results.get("perfload_galera") else "",
+        "databases": "\n\n".join(
+            t.fill(name, results) for name in ("galera", "postgres") if results.get(f"perfload_{name}")
+        ),
         "perfload_retries": perfload.RETRIES,
         "retried": "".join(retried),
     }

@@ -28,6 +28,7 @@ COMPONENTS = [
     "raw uwsgi",
     "mariadb",
     "galera nodes",
+    "postgres",
     "memcached",
     "others",
 ]
@@ -76,6 +77,7 @@ def perfload_targets(results):
         ("stack (front door)", results["perfload_stack"]),
         ("raw uwsgi on the host", results.get("perfload_raw")),
         ("stack on galera (front door)", results.get("perfload_galera")),
+        ("stack on postgres (front door)", results.get("perfload_postgres")),
     )
     return [(label, r) for label, r in targets if r]
 
@@ -220,7 +222,8 @@ def _ratio_row(label, mine, theirs):
 
 
 def perfload_table(results):
-    stack, ref, galera = results["perfload_stack"], results.get("perfload_raw"), results.get("perfload_galera")
+    stack, ref = results["perfload_stack"], results.get("perfload_raw")
+    galera, postgres = results.get("perfload_galera"), results.get("perfload_postgres")
     rows = []
     for label, r in perfload_targets(results):
         acs = r["allocation_candidates"].values()
@@ -240,6 +243,8 @@ def perfload_table(results):
         rows.append(_ratio_row("stack ÷ raw", stack, ref))
     if galera:
         rows.append(_ratio_row("galera ÷ single mariadb", galera, stack))
+    if postgres:
+        rows.append(_ratio_row("postgres ÷ single mariadb", postgres, stack))
     queries = [f"`{name}` p50 / p95 (ms)" for name in stack["allocation_candidates"]]
     header = ["target", "providers", "5xx retried", "providers failed", "load time (s)", "req/s while loading"]
     return table([*header, *queries, "candidates returned"], rows)
