@@ -79,9 +79,11 @@ try:
     preflight.main()
 
     import outage
+    import query_guard
     import usage_by_type
 
     outage.install()
+    query_guard.install()
     usage_by_type.install()
 
     from placement.wsgi import api  # after the checks, on purpose

@@ -124,6 +124,15 @@ def test_garbage_query_strings_are_client_errors(placement_url, admin_headers, p
     request(placement_url, admin_headers, "GET", f"{path}?{query}")
 
 
+@pytest.mark.parametrize("query", ["%80", "name=%ff%fe", "resources=VCPU:1&member_of=%c3"])
+@pytest.mark.parametrize("path", ["/usages", "/resource_providers", "/allocation_candidates"])
+def test_a_query_string_that_is_not_utf8_is_a_json_400(placement_url, admin_headers, path, query):
+    resp = request(placement_url, admin_headers, "GET", f"{path}?{query}")
+    assert resp.status_code == 400, resp.text
+    (error,) = resp.json()["errors"]
+    assert error["title"] == "Bad Request" and "not UTF-8" in error["detail"], error
+
+
 @pytest.mark.parametrize("body", [b"Infinity", b'{"name": NaN}', b'{"name": "x", "name": 1}', b"\xff\xfe{}"])
 def test_json_oddities_are_client_errors(placement_url, admin_headers, body):
     request(
