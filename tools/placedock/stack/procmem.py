@@ -32,19 +32,24 @@ def process_memory(pid, role):
 
 
 def uwsgi_processes():
-    """In a placement container: every uwsgi process. PID 1 is the master (the
-    entrypoint execs it); the others are its workers."""
-    out = []
-    for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+    """In a placement container: every uwsgi process. The master is the uwsgi
+    whose parent is not one (the entrypoint's shell stays PID 1 to drain
+    first, placement/entrypoint.sh; a command run by hand is PID 1 itself);
+    the others are its workers."""
+    commands, parents = {}, {}
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read().split(b"\0")[0].decode()
-        except OSError:
+                commands[pid] = os.path.basename(f.read().split(b"\0")[0].decode())
+            with open(f"/proc/{pid}/stat") as f:
+                parents[pid] = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if os.path.basename(command) == "uwsgi":
-            row = process_memory(pid, "master" if pid == 1 else "worker")
-            if row:
-                out.append(row)
+    out = []
+    for pid in sorted(p for p, command in commands.items() if command == "uwsgi" and p in parents):
+        row = process_memory(pid, "worker" if commands.get(parents[pid]) == "uwsgi" else "master")
+        if row:
+            out.append(row)
     return out
 
 
