@@ -377,9 +377,9 @@ def database_perfload(args, meter, database):
         wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
         all_up = time.monotonic() - t0
         log(f"  {database}: all {args.replicas} UP in haproxy after {all_up:.1f}s; perfload")
+        # Never the removed stack's mariadb (with --no-galera it would still be set).
         innodb = OTHER_DATABASES[database][1]
-        if innodb:
-            (meter.mariadb,) = stack.container_ids(innodb)
+        (meter.mariadb,) = stack.container_ids(innodb) if innodb else (None,)
         result = load_perfload(stack.placement_url, args, meter)
         result["all_up"] = all_up
         result.pop("providers")
