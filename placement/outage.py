@@ -117,20 +117,23 @@ class DatabaseOutage:
         )
 
 
+def json_error(status, title, detail, environ, start_response, headers=()):
+    """An error in placement's JSON error format, answered here."""
+    body = json.dumps(util.json_error_formatter(detail, status, title, environ)).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
+    return [body]
+
+
 def service_unavailable(why, environ, start_response):
     """A 503 with Retry-After in placement's JSON error format."""
-    status = "503 Service Unavailable"
-    detail = f"{why}; try again shortly."
-    body = json.dumps(util.json_error_formatter(detail, status, "Service Unavailable", environ)).encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Retry-After", str(RETRY_AFTER)),
-        ],
+    return json_error(
+        "503 Service Unavailable",
+        "Service Unavailable",
+        f"{why}; try again shortly.",
+        environ,
+        start_response,
+        [("Retry-After", str(RETRY_AFTER))],
     )
-    return [body]
 
 
 def identity_guard(application):
@@ -167,13 +170,21 @@ def keep_allocated_consumers():
         allocation.delete_consumers = delete_unallocated_consumers
 
 
+def inside_fault_handler(middleware):
+    """Wrap every placement app built after this in `middleware`, inside
+    placement's fault handler (which wraps the handler, behind
+    authentication): what the middleware lets through still gets
+    placement's own error handling."""
+    placement_fault_wrapper = fault_wrap.FaultWrapper
+
+    def fault_wrapper(application):
+        return placement_fault_wrapper(middleware(application))
+
+    fault_wrap.FaultWrapper = fault_wrapper
+
+
 def install():
     """Put DatabaseOutage inside placement's fault handler, for every app built
     after; and keep the consumers that a failed write's commit gave allocations."""
     keep_allocated_consumers()
-    placement_fault_wrapper = fault_wrap.FaultWrapper
-
-    def fault_wrapper(application):
-        return placement_fault_wrapper(DatabaseOutage(application))
-
-    fault_wrap.FaultWrapper = fault_wrapper
+    inside_fault_handler(DatabaseOutage)

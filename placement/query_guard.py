@@ -9,10 +9,9 @@ request gets 400 Bad Request in placement's JSON error format, and placement
 never sees it.
 """
 
-import json
 from urllib.parse import unquote_to_bytes
 
-from placement import fault_wrap, util
+import outage
 
 
 def decodes(query):
@@ -29,20 +28,12 @@ def guard(application):
     def checked(environ, start_response):
         if decodes(environ.get("QUERY_STRING", "")):
             return application(environ, start_response)
-        status = "400 Bad Request"
         detail = "The query string is not UTF-8 once percent-decoded: percent-encode the UTF-8 of each value."
-        body = json.dumps(util.json_error_formatter(detail, status, "Bad Request", environ)).encode()
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
+        return outage.json_error("400 Bad Request", "Bad Request", detail, environ, start_response)
 
     return checked
 
 
 def install():
     """Every placement app built after this checks its query strings first."""
-    wrapper = fault_wrap.FaultWrapper
-
-    def fault_wrapper(application):
-        return wrapper(guard(application))
-
-    fault_wrap.FaultWrapper = fault_wrapper
+    outage.inside_fault_handler(guard)
