@@ -12,6 +12,7 @@ COMMANDS = {
     "modelling": ("placedock.commands.modelling.cli", "check, apply, query and draw a provider model"),
     "upgrade": ("placedock.commands.upgrade.cli", "rehearse a rolling upgrade N-1 -> N under traffic"),
     "bench": ("placedock.commands.bench.cli", "measure the stack against plain uwsgi; write docs/benchmark.md"),
+    "autoscale": ("placedock.commands.autoscale.cli", "apply kubernetes/'s autoscaler to the compose stack or swarm"),
     "kube": ("placedock.stack.kube", "render and validate kubernetes/ offline"),
     "swarm": ("placedock.stack.swarm", "secrets, registry, push and deploy on a Docker Swarm"),
     "testswarm": ("placedock.stack.testswarm", "a swarm of test hosts on this machine (root)"),
