@@ -1,7 +1,8 @@
 """Run a command against a placedock stack that this script brings up and tears down.
 
-    placedock stack run [--mode noauth|keystone] [--database mariadb|galera|postgres] [--scale N] -- COMMAND...
-    placedock stack down [--mode ...] [--database ...]
+    placedock stack run [--mode noauth|keystone] [--database mariadb|galera|postgres] [--scale N] [--extra FILE]
+        -- COMMAND...
+    placedock stack down [--mode ...] [--database ...] [--extra FILE]
 
 `run` builds the images, brings up the test project (its own compose project
 name and its own loopback ports, so a dev stack on 8778 is left alone), waits
@@ -252,6 +253,28 @@ class Stack:
         self.env = {**caller, **ports(), **{k: str(v) for k, v in env.items()}}
         # quiet: compose's own output is kept, not printed (the benchmark's log).
         self.quiet = quiet
+
+    @classmethod
+    def running(cls, project):
+        """The Stack of a compose project that is up, with the compose files it
+        was brought up with (its containers' labels say which), so that a
+        change made through it is made as `up` made the project."""
+        out = docker(
+            "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+            "--format", '{{.Label "com.docker.compose.project.config_files"}}',
+        )  # fmt: skip
+        files = {line for line in out.splitlines() if line}
+        if not files:
+            raise LookupError(f"no compose project {project} is up (docker compose ls lists those that are)")
+        if len(files) > 1:
+            raise LookupError(f"compose project {project} was brought up with different files: {sorted(files)}")
+        paths = files.pop().split(",")
+        names = [Path(path).name for path in paths]
+        mode = "keystone" if "compose.keystone.yaml" in names else "noauth"
+        database = next((db for db, extra in DATABASES.items() if extra and extra[0] in names), "mariadb")
+        found = cls(mode, project=project, database=database)
+        found.base = [*compose_command(), *(flag for path in paths for flag in ("-f", path)), "-p", project]
+        return found
 
     @property
     def placement_url(self):
@@ -510,7 +533,7 @@ def test_environment(mode, database="mariadb"):
 
 
 def run(args):
-    stack = Stack(args.mode, database=args.database)
+    stack = Stack(args.mode, database=args.database, extra=args.extra)
     keep = os.environ.get("PLACEDOCK_KEEP_STACK") == "1"
     # A SIGTERM (CI timeout, tox interrupted) still tears the stack down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -533,7 +556,7 @@ def run(args):
             print(
                 "stack: kept (PLACEDOCK_KEEP_STACK=1); remove it: "
                 f"PLACEDOCK_PROJECT={stack.project} placedock stack down --mode {args.mode} "
-                f"--database {args.database}"
+                f"--database {args.database}{''.join(f' --extra {name}' for name in args.extra)}"
             )
         else:
             stack.down()
@@ -551,15 +574,22 @@ def build_parser():
     for each in parsers:
         each.add_argument("--mode", choices=MODES, default="noauth")
         each.add_argument("--database", choices=DATABASES, default="mariadb")
+        each.add_argument(
+            "--extra",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="a compose file merged last (e.g. compose.autoscale.yaml)",
+        )
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.action == "down":
-        Stack(args.mode, database=args.database).down()
+        Stack(args.mode, database=args.database, extra=args.extra).down()
     elif args.action == "build":
-        Stack(args.mode, database=args.database).build()
+        Stack(args.mode, database=args.database, extra=args.extra).build()
     else:
         return run(args)
     return 0
