@@ -8,10 +8,12 @@ and print what they measured.
     tox -e swarm       (runs tests/test_gabbits.py first, through the same front door)
 """
 
+import csv
 import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ import requests
 from placedock.stack import compose as stack
 from placedock.stack import swarm, testswarm
 from placedock.stack.compose import wait_until
+from placedock.traffic import ab
 from placedock.traffic.ledger import Traffic, unbalanced, vcpu_providers
 
 REPLICAS = 3
@@ -455,6 +458,69 @@ def test_at_6_replicas_rollback_update_drain_and_scale_down_converge_under_mixed
     assert book.read_failures == [], book.read_failures[:5]
     assert (book.in_doubt, book.refused) == ([], {}), (book.in_doubt[:5], book.refused)
     assert book.outcomes["acknowledged"] > 50
+    assert book.verify(placement_url, admin_headers) == []
+    assert unbalanced(placement_url, admin_headers, providers) == []
+
+
+def desired():
+    return int(swarm.manager("service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}", PLACEMENT))
+
+
+def test_autoscale_scales_the_service_in_when_idle_and_out_under_ab(placement_url, admin_headers, restored, tmp_path):
+    """placedock autoscale --swarm, at 10x as tox -e autoscale runs it: the 3
+    replicas at rest go down to the HPA's minimum, 1, with `docker service
+    scale`; under ab through node-1's front door they come back to 3 or more.
+    Every replica's CPU is read from its cgroup, whichever node runs it; a
+    reader and two writers throughout, and nothing fails."""
+    csv_path = tmp_path / "autoscale.csv"
+    scaler = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "placedock",
+            "autoscale",
+            "--swarm",
+            "--speed",
+            "10",
+            "--sync-period",
+            "3",
+            "--csv",
+            csv_path,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    providers = vcpu_providers(placement_url, admin_headers, "swarm-autoscale")
+    try:
+        with Traffic(placement_url, admin_headers, READ_PATHS, providers, writers=2, seconds=400, pause=1.5) as book:
+            # The scale-down window (30 s), then one replica per 6 s.
+            shrank = wait_until(lambda: settled(1), timeout=120, step=0.5, what="1 replica")
+            load = ab.start(placement_url, admin_headers, 40, concurrency=4)
+            started = time.monotonic()
+            grew = wait_until(lambda: desired() >= 3, timeout=60, step=0.5, what="3 replicas or more")
+            report, _ = load.communicate(timeout=100)
+            peak = desired()
+            wait_until(lambda: settled(peak), timeout=60, step=0.5, what=f"{peak} UP")
+            loaded = time.monotonic() - started
+    finally:
+        scaler.send_signal(signal.SIGTERM)
+        log, _ = scaler.communicate(timeout=60)
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    figures = ab.figures(report)
+    print("\n".join(line for line in log.splitlines() if "scaled" in line or "cannot" in line))
+    print(
+        f"swarm autoscale: 3 -> 1 in {shrank:.1f}s at rest, >= 3 {grew:.1f}s after ab began, {peak} when it ended "
+        f"({loaded:.0f}s); ab {figures}; {book.summary()}"
+    )
+    assert scaler.returncode == 0, log[-2000:]
+    # Every replica, on any node, had a CPU sample: the cgroups of all three hosts were read.
+    assert any(int(r["sampled"]) >= 3 for r in rows), rows[-5:]
+    assert figures["Complete requests"] > 500 and figures["Failed requests"] == 0, report
+    assert figures["Non-2xx responses"] == 0, report
+    assert book.read_failures == [], book.read_failures[:5]
+    assert (book.in_doubt, book.refused) == ([], {}), (book.in_doubt[:5], book.refused)
     assert book.verify(placement_url, admin_headers) == []
     assert unbalanced(placement_url, admin_headers, providers) == []
 
