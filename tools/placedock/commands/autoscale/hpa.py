@@ -312,6 +312,14 @@ def replicas_for_cpu(current, replicas, spec, settings, now):
     return proposal
 
 
+# The controller's reasons for the count it sets, in its words.
+SCALE_UP_LIMIT = "ScaleUpLimit: the desired replica count is increasing faster than the maximum scale rate"
+TOO_MANY = "TooManyReplicas: the desired replica count is more than the maximum replica count"
+SCALE_DOWN_LIMIT = "ScaleDownLimit: the desired replica count is decreasing faster than the maximum scale rate"
+TOO_FEW = "TooFewReplicas: the desired replica count is less than the minimum replica count"
+WITHIN_RANGE = "DesiredWithinRange: the desired count is within the acceptable range"
+
+
 @dataclass
 class Decision:
     current: int
@@ -396,62 +404,44 @@ class Autoscaler:
             + self._change(policy.period, self.down_events, now)
         )
 
+    def _rate_limit(self, rules, current, now, up):
+        """calculateScaleUpLimitWithScalingRules (up) or
+        calculateScaleDownLimitWithBehaviors: the furthest count from `current`
+        that the policies allow now, each counted from its period's start."""
+        if rules.select == "Disabled":
+            return current
+        proposals = []
+        for policy in rules.policies:
+            start = self._period_start(policy, current, now)
+            if policy.kind == "Pods":
+                proposals.append(start + policy.value if up else start - policy.value)
+            elif up:
+                proposals.append(math.ceil(start * (1 + policy.value / 100)))
+            else:
+                proposals.append(int(start * (1 - policy.value / 100)))
+        # Max selects the policy that allows the largest change, Min the smallest.
+        furthest, nearest = (max, min) if up else (min, max)
+        return furthest(proposals) if rules.select == "Max" else nearest(proposals)
+
     def _limit(self, now, current, desired):
         spec = self.spec
         if desired > current:
-            rules = spec.scale_up
-            if rules.select == "Disabled":
-                limit = current
-            else:
-                proposals = []
-                for policy in rules.policies:
-                    start = self._period_start(policy, current, now)
-                    if policy.kind == "Pods":
-                        proposals.append(start + policy.value)
-                    else:
-                        proposals.append(math.ceil(start * (1 + policy.value / 100)))
-                limit = max(proposals) if rules.select == "Max" else min(proposals)
-            limit = max(limit, current)
+            limit = max(self._rate_limit(spec.scale_up, current, now, up=True), current)
             if spec.max_replicas > limit:
-                allowed, reason = (
-                    limit,
-                    "ScaleUpLimit: the desired replica count is increasing faster than the maximum scale rate",
-                )
+                allowed, reason = limit, SCALE_UP_LIMIT
             else:
-                allowed, reason = (
-                    spec.max_replicas,
-                    "TooManyReplicas: the desired replica count is more than the maximum replica count",
-                )
+                allowed, reason = spec.max_replicas, TOO_MANY
             if desired > allowed:
                 return allowed, reason
         elif desired < current:
-            rules = spec.scale_down
-            if rules.select == "Disabled":
-                limit = current
-            else:
-                proposals = []
-                for policy in rules.policies:
-                    start = self._period_start(policy, current, now)
-                    if policy.kind == "Pods":
-                        proposals.append(start - policy.value)
-                    else:
-                        proposals.append(int(start * (1 - policy.value / 100)))
-                # Max picks the largest change: the lowest count.
-                limit = min(proposals) if rules.select == "Max" else max(proposals)
-            limit = min(limit, current)
+            limit = min(self._rate_limit(spec.scale_down, current, now, up=False), current)
             if spec.min_replicas < limit:
-                allowed, reason = (
-                    limit,
-                    "ScaleDownLimit: the desired replica count is decreasing faster than the maximum scale rate",
-                )
+                allowed, reason = limit, SCALE_DOWN_LIMIT
             else:
-                allowed, reason = (
-                    spec.min_replicas,
-                    "TooFewReplicas: the desired replica count is less than the minimum replica count",
-                )
+                allowed, reason = spec.min_replicas, TOO_FEW
             if desired < allowed:
                 return allowed, reason
-        return desired, "DesiredWithinRange: the desired count is within the acceptable range"
+        return desired, WITHIN_RANGE
 
     def scaled(self, now, old, new):
         """storeScaleEvent: remember a change the target made."""
