@@ -389,3 +389,72 @@ def test_spec_is_frozen():
     assert isinstance(s, Spec)
     with pytest.raises(AttributeError):
         s.min_replicas = 3
+
+
+def test_readiness_takes_the_replicas_own_time_of_change_when_it_can():
+    seen = observe.Readiness()
+    assert seen.note("a", False, 100.0, since=90.0) == 90.0  # first look: its record
+    assert seen.note("a", False, 103.0, since=90.0) == 90.0
+    assert seen.note("a", True, 106.0, since=104.5) == 104.5  # changed between the looks
+    assert seen.note("a", True, 109.0, since=104.5) == 104.5
+    assert seen.note("a", False, 112.0, since=None) == 112.0  # no record: this look
+    assert seen.note("a", True, 115.0, since=50.0) == 115.0  # a record older than the last look is not it
+
+
+class FakeTarget:
+    """A compose project in memory: `replicas` at `usage_m` each, or unreadable."""
+
+    reference = "fake/placement"
+
+    def __init__(self, count, usage_m, readable=True):
+        self.count, self.usage_m, self.readable = count, usage_m, readable
+        self.samples = observe.Samples()
+        self.scaled_to = []
+
+    def current(self):
+        return self.count
+
+    def cpu_limit_m(self):
+        return 250
+
+    def replicas(self, now):
+        self.samples.begin()
+        found = []
+        for i in range(self.count):
+            name = f"r{i}"
+            cpu = int(self.usage_m * 1e6 * now) if self.readable else None
+            usage, window = self.samples.sample(name, cpu, now)
+            found.append(Replica(name, "Running", OLD, True, OLD, usage, now, window))
+        return found
+
+    def scale(self, replicas):
+        self.scaled_to.append(replicas)
+        self.count = replicas
+
+    def requests(self, since, until):
+        return [(200, 5)] * 10
+
+
+def run_loop(target, seconds, tmp_path):
+    import argparse
+    import threading
+
+    from placedock.commands.autoscale import cli
+
+    args = argparse.Namespace(hpa=MANIFEST, speed=1.0, csv=tmp_path / "t.csv", png=None, duration=seconds)
+    config = Settings(sync_period=0.05)
+    cli.loop(hpa.load(MANIFEST), config, target, args, threading.Event())
+    return (tmp_path / "t.csv").read_text().splitlines()
+
+
+def test_the_loop_scales_the_target_and_writes_a_row_per_sync(tmp_path):
+    target = FakeTarget(1, 250)  # 100 % of the request: ratio 2
+    rows = run_loop(target, 0.3, tmp_path)
+    assert target.scaled_to[0] == 2  # ceil(2 x 1), within 2 pods a period
+    assert rows[0].startswith("t,replicas,ready,sampled,desired,utilization_pct")
+    assert len(rows) >= 4 and rows[1].split(",")[1:5] == ["1", "1", "1", "2"]
+
+
+def test_the_loop_stops_with_one_line_when_no_cgroup_can_be_read(tmp_path):
+    with pytest.raises(observe.Unreadable, match="cannot read the CPU of any replica"):
+        run_loop(FakeTarget(2, 0, readable=False), 5, tmp_path)

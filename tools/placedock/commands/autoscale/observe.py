@@ -123,17 +123,24 @@ class Samples:
 
 class Readiness:
     """When each replica last became ready or not ready: the Ready condition's
-    lastTransitionTime, as observed (or, for one already ready at the first
-    look, its first passing health probe that docker still remembers)."""
+    lastTransitionTime. `since` is when the replica's own record says it
+    changed (a task's state time; the first passing health probe docker still
+    keeps): taken when it falls after the previous look, else the time of
+    this look, which is later than the change, never earlier."""
 
     def __init__(self):
-        self.seen = {}
+        self.seen = {}  # name: (ready, transition, last look)
 
     def note(self, name, ready, now, since=None):
         previous = self.seen.get(name)
-        if previous is None or previous[0] != ready:
-            self.seen[name] = (ready, since if previous is None and since is not None else now)
-        return self.seen[name][1]
+        if previous is None:
+            transition = since or now
+        elif previous[0] != ready:
+            transition = since if since and previous[2] < since <= now else now
+        else:
+            transition = previous[1]
+        self.seen[name] = (ready, transition, now)
+        return transition
 
 
 class ComposeTarget:
