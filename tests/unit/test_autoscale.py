@@ -458,3 +458,12 @@ def test_the_loop_scales_the_target_and_writes_a_row_per_sync(tmp_path):
 def test_the_loop_stops_with_one_line_when_no_cgroup_can_be_read(tmp_path):
     with pytest.raises(observe.Unreadable, match="cannot read the CPU of any replica"):
         run_loop(FakeTarget(2, 0, readable=False), 5, tmp_path)
+
+
+def test_a_png_without_matplotlib_is_refused_before_anything_runs(monkeypatch):
+    from placedock.commands.autoscale import cli
+
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    args = cli.build_parser().parse_args(["--project", "placedock-none", "--png", "timeline.png"])
+    with pytest.raises(hpa.Refused, match=r"--png draws with matplotlib: pip install .*tools\[plot\]"):
+        cli.prepare(args)

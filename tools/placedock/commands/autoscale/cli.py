@@ -17,6 +17,7 @@ periods, readiness delays) by N: the same settings, faster. An HPA it cannot
 honour is refused with one line and nothing is changed. docs/autoscale.md.
 """
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -71,6 +72,8 @@ def prepare(args):
     """(spec, settings, target), or SystemExit with one line and nothing changed."""
     if args.speed <= 0 or (args.sync_period is not None and args.sync_period <= 0):
         raise hpa.Refused("--speed and --sync-period must be positive")
+    if args.png and importlib.util.find_spec("matplotlib") is None:
+        raise hpa.Refused("--png draws with matplotlib: pip install -c tools/constraints.txt -e 'tools[plot]'")
     spec = hpa.load(args.hpa, args.speed)
     slots = stack.server_slots()
     if spec.max_replicas > slots:
