@@ -411,7 +411,7 @@ class FakeTarget:
         self.samples = observe.Samples()
         self.scaled_to = []
 
-    def current(self):
+    def current(self, replicas):
         return self.count
 
     def cpu_limit_m(self):
@@ -467,3 +467,13 @@ def test_a_png_without_matplotlib_is_refused_before_anything_runs(monkeypatch):
     args = cli.build_parser().parse_args(["--project", "placedock-none", "--png", "timeline.png"])
     with pytest.raises(hpa.Refused, match=r"--png draws with matplotlib: pip install .*tools\[plot\]"):
         cli.prepare(args)
+
+
+def test_a_swarm_without_the_service_is_refused_in_one_line(monkeypatch, capsys):
+    from placedock.commands.autoscale import cli
+
+    monkeypatch.setattr(observe.swarm, "manager", lambda *args, **kwargs: "")
+    assert cli.main(["--swarm"]) == 2
+    assert capsys.readouterr().err == (
+        "autoscale: no service placedock_placement on the swarm (placedock swarm deploy first)\n"
+    )

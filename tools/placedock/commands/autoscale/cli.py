@@ -114,7 +114,7 @@ def loop(spec, config, target, args, stop):
         while not stop.wait(max(0.0, last + config.sync_period - time.time())):
             now = time.time()
             replicas = target.replicas(now)
-            current = target.current()
+            current = target.current(replicas)
             running = [r for r in replicas if r.phase == "Running"]
             unreadable = unreadable + 1 if running and len(target.samples.unread) == len(running) else 0
             if unreadable >= UNREADABLE_SYNCS:

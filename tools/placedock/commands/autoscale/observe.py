@@ -146,8 +146,6 @@ class Readiness:
 class ComposeTarget:
     """The placement service of a compose project that is up."""
 
-    kind = "compose"
-
     def __init__(self, project, service="placement"):
         self.service = service
         self.stack = stack.Stack.running(project)
@@ -159,9 +157,10 @@ class ComposeTarget:
         ids = self.stack.container_ids(self.service, all_states=True)
         return docker_json("inspect", *ids) if ids else []
 
-    def current(self):
-        """Its replica count: containers not stopped (compose keeps no desired count)."""
-        return sum(1 for c in self._containers() if c["State"]["Status"] in ("running", "created", "restarting"))
+    def current(self, replicas):
+        """Its replica count, from this sync's look: containers running or
+        starting (compose keeps no desired count)."""
+        return sum(1 for r in replicas if r.phase in ("Running", "Pending"))
 
     def cpu_limit_m(self):
         """The replicas' CPU limit in millicores (None: none)."""
@@ -213,16 +212,15 @@ class ComposeTarget:
 class SwarmTarget:
     """The placement service of the stack on a swarm (PLACEDOCK_SWARM_HOST's manager)."""
 
-    kind = "swarm"
-
     def __init__(self, service=None):
         self.name = service or swarm.service("placement")
         self.samples, self.readiness = Samples(), Readiness()
         self.reference = f"swarm/{self.name}"
         if not swarm.manager("service", "ls", "-q", "--filter", f"name={self.name}", check=False):
-            raise Unreadable(f"autoscale: no service {self.name} on the swarm (placedock swarm deploy first)")
+            raise Unreadable(f"no service {self.name} on the swarm (placedock swarm deploy first)")
 
-    def current(self):
+    def current(self, replicas):
+        """The service's replica count, as its spec says (not the tasks seen)."""
         return int(swarm.manager("service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}", self.name))
 
     def cpu_limit_m(self):
