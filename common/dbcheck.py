@@ -66,8 +66,10 @@ def wait_timeout():
     return value
 
 
-def parse_url(var):
-    raw = os.environ.get(var, "").strip()
+def parse_url(var, raw=None):
+    """`raw` is the URL when it comes from elsewhere than the variable (etcd);
+    `var` then names where, for the messages."""
+    raw = (os.environ.get(var, "") if raw is None else raw).strip()
     if not raw:
         fail(f"{var} is not set")
     try:
@@ -107,10 +109,11 @@ def reason_of(exc):
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def main(var=PLACEMENT_VAR, timeout=None):
-    """Wait for the database named by the URL in `var`; `timeout` defaults to DB_WAIT_TIMEOUT.
-    Returns the URL and the engine that reached it."""
-    url = parse_url(var)
+def main(var=PLACEMENT_VAR, timeout=None, raw=None):
+    """Wait for the database named by the URL in `var` (or `raw`, see
+    parse_url); `timeout` defaults to DB_WAIT_TIMEOUT. Returns the URL and
+    the engine that reached it."""
+    url = parse_url(var, raw)
     if timeout is None:
         timeout = wait_timeout()
     where = describe(url)

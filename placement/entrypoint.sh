@@ -3,7 +3,8 @@
 # uwsgi by default, which leaves haproxy's rotation before it stops (below);
 # any other command is exec'd so that it is PID 1 and receives SIGTERM. With
 # PLACEMENT_SRC, the placement tree there is run instead of the installed
-# release, and reloaded when it changes (reloader.py).
+# release, and reloaded when it changes (reloader.py); with options from etcd,
+# they are reloaded when they change, the same way.
 set -eu
 
 die() {
@@ -15,10 +16,36 @@ die() {
 # shellcheck source=common/file-env.sh
 . /usr/local/lib/placedock/file-env.sh
 
+# The keys' command (docs/etcd.md) runs as it is: no seeding, no checks.
+if [ "${1:-}" = placedock-etcd ]; then
+    exec "$@"
+fi
+
+# Options from etcd (compose.etcd.yaml, placedock_etcd.py): the options etcd
+# governs (PLACEDOCK_ETCD_OPTIONS) are put there from their variables if etcd
+# has none yet, then unset, so that etcd's values are the ones read. Exit 3:
+# no etcd source is configured.
+etcd=false
+if [ -n "${OS_DEFAULT__CONFIG_SOURCE:-}" ]; then
+    if governed=$(placedock-etcd seed); then
+        etcd=true
+        for var in $governed; do
+            unset "$var"
+        done
+    elif [ $? -ne 3 ]; then
+        exit 1
+    fi
+fi
+if $etcd && [ -n "${PLACEMENT_SRC:-}" ]; then
+    die "PLACEMENT_SRC and options from etcd (OS_DEFAULT__CONFIG_SOURCE) do not go together: use one of them"
+fi
+
 if [ "${1:-}" = uwsgi ]; then
     case "${OS_API__AUTH_STRATEGY:-}" in
         noauth2) ;;
         keystone)
+            # From etcd, preflight.py checks them where they are.
+            $etcd ||
             for var in OS_KEYSTONE_AUTHTOKEN__AUTH_URL OS_KEYSTONE_AUTHTOKEN__PASSWORD; do
                 eval "value=\${$var:-}"
                 [ -n "$value" ] || die "$var is not set: OS_API__AUTH_STRATEGY=keystone needs it"
@@ -62,9 +89,6 @@ if [ "$DB_SCHEMA_WAIT" = True ]; then
     python3 /usr/local/lib/placedock/schemawait.py
 fi
 
-if [ "${1:-}" = uwsgi ] && [ -n "${PLACEMENT_SRC:-}" ]; then
-    exec python3 /usr/local/lib/placedock/reloader.py "$@"
-fi
 [ "${1:-}" = uwsgi ] || exec "$@"
 
 # Stopping without failing a request. haproxy keeps connections open to the
@@ -74,13 +98,21 @@ fi
 # their health checks turns to 404 (placedock_wsgi.py; haproxy.cfg's
 # http-check disable-on-404), and after PLACEMENT_STOP_DRAIN seconds, time
 # for the next check, the server gets the SIGTERM and finishes what is in
-# flight. For this one job the shell stays PID 1; other signals pass through.
+# flight. For this one job the shell stays PID 1 (the reloader does the
+# same itself); other signals pass through.
 drain=${PLACEMENT_STOP_DRAIN:-3}
 case "$drain" in
     "" | *[!0-9]*) die "PLACEMENT_STOP_DRAIN=$drain is not valid: use whole seconds, e.g. 3 (0: no drain)" ;;
 esac
 export PLACEDOCK_STOPPING=/tmp/placedock-stopping
 rm -f "$PLACEDOCK_STOPPING"
+
+# The reloader (a tree, or options from etcd) drains the same way itself.
+if [ -n "${PLACEMENT_SRC:-}" ] || $etcd; then
+    export PLACEMENT_STOP_DRAIN="$drain"
+    exec python3 /usr/local/lib/placedock/reloader.py "$@"
+fi
+
 "$@" &
 server=$!
 stop() {

@@ -15,7 +15,8 @@ sight, so that the workers uwsgi forks keep sharing them (see the end).
 A standby uwsgi of reloader.py (PLACEDOCK_STANDBY_FD) first imports what
 placement imports from its pinned dependencies, most of a start's time, then
 waits for the reloader's go before it touches placement's own code, which may
-change until then; end-of-file instead of a go means it is not needed.
+change until then, and before it reads its options (the go names the etcd
+revision to read them at); end-of-file instead of a go means it is not needed.
 """
 
 import gc
@@ -69,9 +70,12 @@ if standby is not None:
     # Said once per standby: a change saved from now on is served in well
     # under a second (tests/test_src.py waits for it before its first edit).
     print("placedock: standby uwsgi warm: the next change reloads quickly", file=sys.stderr, flush=True)
-    if not os.read(int(standby), 2):
+    go = os.read(int(standby), 4096)
+    if not go:
         os._exit(0)
     os.close(int(standby))
+    # "go", then any variables to set first: the etcd revision to read.
+    os.environ.update(json.loads(go[2:]) if go[2:] else {})
 
 try:
     import preflight

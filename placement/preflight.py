@@ -4,7 +4,8 @@
    variable is named here, not buried in a uwsgi "no app loaded" traceback.
 2. Keystone mode: each memcached in OS_KEYSTONE_AUTHTOKEN__MEMCACHED_SERVERS
    answers (without it keystonemiddleware validates every token at keystone).
-3. The database answers (dbcheck.py).
+3. The database answers (dbcheck.py), at the URL placement will use: from
+   OS_PLACEMENT_DATABASE__CONNECTION, or from etcd (placedock_etcd.py).
 
 Waiting (2, 3) is bounded by DB_WAIT_TIMEOUT and logged; anything waiting will
 not fix exits 1 with one line naming the variable.
@@ -15,6 +16,8 @@ import socket
 import time
 
 import dbcheck
+import placedock_etcd
+from keystoneauth1 import loading as ks_loading
 from keystonemiddleware.auth_token import _opts as authtoken_opts
 from oslo_config import cfg
 from placement import conf
@@ -26,6 +29,7 @@ def env_name(group, option):
 
 
 def check_options():
+    """The options as placement will read them; a value that does not parse stops the start."""
     config = cfg.ConfigOpts()
     conf.register_opts(config)
     for group, opts in authtoken_opts.list_opts():
@@ -38,16 +42,50 @@ def check_options():
         value = read(config, name, "DEFAULT")
         if isinstance(value, cfg.ConfigOpts.GroupAttr):
             for option in list(value):
-                read(value, option, name)
+                read(config, option, name)
+    return config
 
 
-def read(options, name, group):
+def where(config, name, group):
+    """What set an option, for the messages: its variable, or its etcd key."""
+    try:
+        detail = config.get_location(name, None if group == "DEFAULT" else group).detail or ""
+    except (cfg.NoSuchOptError, ValueError):
+        detail = ""
+    return f"etcd key {detail[5:]}" if detail.startswith("etcd:") else env_name(group, name)
+
+
+def read(config, name, group):
     """An option's value; a value that does not parse stops the start."""
     try:
-        return options[name]
-    except (cfg.ConfigFileValueError, ValueError) as exc:
+        return config[name] if group == "DEFAULT" else config[group][name]
+    except (cfg.ConfigFileValueError, cfg.ConfigSourceValueError, ValueError) as exc:
         reason = str(exc).rpartition("is not valid: ")[2]
-        dbcheck.fail(f"{env_name(group, name)}: not a valid value: {reason}")
+        dbcheck.fail(f"{where(config, name, group)}: not a valid value: {reason}")
+
+
+def check_keystone(config):
+    """Keystone mode: the service user's settings, wherever they come from
+    (the environment, or etcd). Its auth plugin's options are registered
+    here, as keystonemiddleware does when it loads the plugin."""
+    plugin = config.keystone_authtoken.auth_type or "password"
+    for opt in ks_loading.get_auth_plugin_conf_options(plugin):
+        if opt.dest not in config.keystone_authtoken:
+            config.register_opt(opt, "keystone_authtoken")
+    for option in ("auth_url", "password"):
+        if not read(config, option, "keystone_authtoken"):
+            dbcheck.fail(
+                f"{env_name('keystone_authtoken', option)} is not set (nor in etcd): "
+                "OS_API__AUTH_STRATEGY=keystone needs it"
+            )
+
+
+def database(config):
+    """(the URL, where it was set) when etcd may have set it; (None, variable) otherwise."""
+    if not placedock_etcd.enabled():
+        return None, dbcheck.PLACEMENT_VAR
+    label = where(config, "connection", "placement_database")
+    return config.placement_database.connection or "", label
 
 
 def check_memcached(timeout):
@@ -71,10 +109,12 @@ def check_memcached(timeout):
 
 def main():
     timeout = dbcheck.wait_timeout()
-    check_options()
+    config = check_options()
     if os.environ.get("OS_API__AUTH_STRATEGY") == "keystone":
+        check_keystone(config)
         check_memcached(timeout)
-    dbcheck.main(timeout=timeout)
+    raw, label = database(config)
+    dbcheck.main(label, timeout=timeout, raw=raw)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import os
 import time
 
 import dbcheck
+import placedock_etcd
+import preflight
 from alembic import migration as alembic_migration
 from alembic import script as alembic_script
 from alembic.util import CommandError
@@ -49,7 +51,10 @@ def known(directory, revision):
 def main():
     timeout = dbcheck.wait_timeout()
     deadline = time.monotonic() + timeout
-    url, engine = dbcheck.main(VAR, timeout)
+    raw, label = (None, VAR)
+    if placedock_etcd.enabled():  # the URL is etcd's
+        raw, label = preflight.database(preflight.check_options())
+    url, engine = dbcheck.main(label, timeout, raw)
     directory = scripts()
     head = directory.get_current_head()
     while True:
