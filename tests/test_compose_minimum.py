@@ -25,12 +25,13 @@ from placedock.stack import compose as stack
 
 PROJECT = "placedock-compose-min"
 REPLICAS = 2
-# Every mode, and the Galera and src files over each (placedock stack's MODES, DATABASES; compose.src.yaml).
+# Every mode, and the database, src and etcd files over each (placedock stack's MODES, DATABASES;
+# compose.src.yaml, compose.etcd.yaml).
 COMBINATIONS = [
     [*mode, *database, *src]
     for mode in stack.MODES.values()
     for database in stack.DATABASES.values()
-    for src in ([], ["compose.src.yaml"])
+    for src in ([], ["compose.src.yaml"], ["compose.etcd.yaml"])
 ]
 IDS = ["+".join(name.removesuffix(".yaml") for name in files) for files in COMBINATIONS]
 

@@ -1,7 +1,7 @@
 """Images that are ours.
 
 Never pulled from a hub under our names: in every mode's compose configuration
-(noauth or keystone, one mariadb or Galera, with or without compose.src.yaml)
+(noauth or keystone, each database, alone or with compose.src.yaml or compose.etcd.yaml)
 a service that builds one of our images has `pull_policy: build`, every other
 service of ours `never`, and `docker compose pull` skips them all
 (placedock/* on Docker Hub may be anyone's).
@@ -33,7 +33,7 @@ from placedock.stack import compose as stack
 from placedock.stack import swarm
 
 # Every combination of the mode files merged over compose.yaml.
-MODES = list(itertools.product(stack.MODES, stack.DATABASES, ((), ("compose.src.yaml",))))
+MODES = list(itertools.product(stack.MODES, stack.DATABASES, ((), ("compose.src.yaml",), ("compose.etcd.yaml",))))
 
 
 def mode_id(value):
@@ -70,7 +70,7 @@ def test_compose_pull_pulls_nothing(mode_stack):
 
 # -- Debian packages ------------------------------------------------------------
 
-DOCKERFILES = ["placement", "keystone", "mariadb", "postgres", "memcached", "haproxy", "registry"]
+DOCKERFILES = ["placement", "keystone", "mariadb", "postgres", "memcached", "haproxy", "registry", "etcd"]
 PACKAGES = "/usr/share/placedock/packages.txt"
 
 
@@ -84,9 +84,9 @@ def debian_pins(name):
 @functools.cache
 def built_images():
     """{Dockerfile's folder: the image built from it}: every image compose builds
-    in keystone mode with PostgreSQL (mariadb stays for keystone; Galera's nodes
-    run the mariadb image), and the registry's."""
-    build = stack.Stack("keystone", database="postgres", project="placedock-images")
+    in keystone mode with PostgreSQL and etcd (mariadb stays for keystone; Galera's
+    nodes run the mariadb image), and the registry's."""
+    build = stack.Stack("keystone", database="postgres", extra=["compose.etcd.yaml"], project="placedock-images")
     build.build()
     config = json.loads(build.compose("config", "--format", "json", capture=True).stdout)
     images = {s["build"]["dockerfile"].split("/")[0]: s["image"] for s in config["services"].values() if "build" in s}
@@ -98,6 +98,7 @@ def test_debian_packages_are_pinned_to_their_upstream_version():
     pins = {name: debian_pins(name) for name in DOCKERFILES}
     assert {p for pinned in pins.values() for p in pinned} >= {
         "haproxy", "socat", "mariadb-server", "galera-4", "postgresql-15", "memcached", "docker-registry",
+        "etcd-server",
     }  # fmt: skip
     exact = {p: v for pinned in pins.values() for p, v in pinned.items() if not re.fullmatch(r"(\d+:)?[\d.]+\.\*", v)}
     assert not exact, "pin the upstream version (haproxy=2.6.*), not a Debian revision"
