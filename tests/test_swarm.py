@@ -561,6 +561,58 @@ def from_node(n, url):
     return int(done.stdout)
 
 
+def etcd_keys(*args):
+    """placedock-etcd in a running placement task (docs/etcd.md), on its node's engine."""
+    for task_id, node, _, _ in running():
+        n = int(node.rpartition("-")[2])
+        container = testswarm.node_docker(n, "ps", "-q", "--filter", f"label=com.docker.swarm.task.id={task_id}")
+        if container:
+            return testswarm.node_docker(n, "exec", container, "placedock-etcd", *args)
+    raise AssertionError("no placement task is running")
+
+
+def test_options_from_etcd_roll_across_the_hosts_one_replica_at_a_time(placement_url, admin_headers):
+    """deploy --etcd: an etcd member on each node; a change reaches every
+    replica, on 3 hosts, one after another (the etcd lock's history)."""
+    took = swarm.deploy("keystone", replicas=REPLICAS, timeout=300, encrypted=testswarm.ENCRYPTED_OVERLAY, etcd=True)
+    wait_until(lambda: settled(REPLICAS), timeout=90, step=0.5, what="3 replicas UP")
+    members = {node for name in ("etcd-1", "etcd-2", "etcd-3") for _, node, _, _ in running(swarm.service(name))}
+
+    def current(revision):
+        rows = json.loads(etcd_keys("status", "--json"))["replicas"]
+        return len(rows) == REPLICAS and all(r["revision"] == revision and r["state"] == "serving" for r in rows)
+
+    wait_until(lambda: current(json.loads(etcd_keys("status", "--json"))["latest"]), timeout=60, step=0.5)
+    providers = vcpu_providers(placement_url, admin_headers, "swarm-etcd")
+    with Traffic(placement_url, admin_headers, READ_PATHS, providers, writers=2, pause=0.05) as book:
+        time.sleep(1)
+        revision = int(
+            re.match(r"revision (\d+):", etcd_keys("set", "placement.max_allocation_candidates=2000")).group(1)
+        )
+        rolled = wait_until(
+            lambda: current(revision), timeout=120, step=0.5, what=f"every replica on revision {revision}"
+        )
+    history = sorted(
+        (row["acquired"], row.get("released"), row["replica"], row["host"])
+        for row in json.loads(etcd_keys("history", "--json"))
+        if row["acquired"] >= revision
+    )
+    print(
+        f"etcd on the swarm: deployed in {took:.1f}s, members on {sorted(members)}; a change on every replica in "
+        f"{rolled:.1f}s, lock held by {[(host, acquired, released) for acquired, released, _, host in history]}; "
+        f"{book.summary()}"
+    )
+    assert members == set(NODES), members
+    assert len(history) == REPLICAS and {host for *_, host in history} == set(NODES), history
+    for (_, released, _, _), (acquired, _, _, _) in zip(history, history[1:], strict=False):
+        assert released is not None and acquired >= released, history
+    assert history[-1][1] is not None, history
+    assert book.read_failures == [], book.read_failures[:5]
+    assert (book.in_doubt, dict(book.refused)) == ([], {}), (book.in_doubt[:5], book.refused)
+    assert book.verify(placement_url, admin_headers) == []
+    assert unbalanced(placement_url, admin_headers, providers) == []
+
+
 def test_noauth_only_on_the_flag_and_only_to_the_addresses_it_names():
     """Last: it replaces the keystone stack with a noauth one."""
     host = testswarm.HOST_ADDRESS  # this machine, on the test hosts' bridge

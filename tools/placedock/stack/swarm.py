@@ -37,8 +37,9 @@ from placedock.stack import compose as stack
 STACK = os.environ.get("PLACEDOCK_STACK", "placedock")
 STACK_FILES = {"noauth": ["swarm/stack.yaml"], "keystone": ["swarm/stack.yaml", "swarm/keystone.yaml"]}
 ENCRYPTED = "swarm/encrypted.yaml"  # merged last: the overlay network encrypted
+ETCD = "swarm/etcd.yaml"  # options from etcd: a cluster of 3 members (deploy --etcd)
 # Every image a stack runs (placement's tag is its release, the others' PLACEDOCK_TAG).
-IMAGES = ("placement", "mariadb", "memcached", "haproxy", "keystone")
+IMAGES = ("placement", "mariadb", "memcached", "haproxy", "keystone", "etcd")
 REGISTRY_IMAGE = "registry"
 # The registry's port on its host: 5050, as keystone has 5000 (OpenStack's
 # identity port), and both may run on the manager.
@@ -175,7 +176,7 @@ def start_registry(name, addresses, volume, port=REGISTRY_PORT):
 def push():
     """Build every image with compose, tag it for the registry, push it."""
     address = registry_address(push=True)
-    stack.Stack("keystone").build()
+    stack.Stack("keystone", extra=["compose.etcd.yaml"]).build()
     for name in IMAGES:
         source = stack.image(name)
         target = f"{address}/{source}"
@@ -256,14 +257,15 @@ def check_clients(cidrs):
         sys.exit(f"swarm: --serve-unauthenticated-to: {exc}")
 
 
-def stack_files(mode, encrypted=True):
+def stack_files(mode, encrypted=True, etcd=False):
     """The compose files of a MODE deploy, in merge order."""
-    return STACK_FILES[mode] + ([ENCRYPTED] if encrypted else [])
+    return STACK_FILES[mode] + ([ETCD] if etcd else []) + ([ENCRYPTED] if encrypted else [])
 
 
-def deploy(mode, replicas, timeout, clients=(), dev_secrets=False, encrypted=True):
+def deploy(mode, replicas, timeout, clients=(), dev_secrets=False, encrypted=True, etcd=False):
     """docker stack deploy in MODE (keystone, or noauth served to CLIENTS
-    only), the overlay network encrypted unless not ENCRYPTED, then wait."""
+    only), the overlay network encrypted unless not ENCRYPTED, with the
+    options from an etcd cluster if ETCD, then wait."""
     address = registry_address()
     check_replicas(replicas)
     if mode == "keystone" and not os.environ.get("PLACEDOCK_PUBLIC_HOST"):
@@ -271,7 +273,7 @@ def deploy(mode, replicas, timeout, clients=(), dev_secrets=False, encrypted=Tru
     if dev_secrets:
         make_secrets(dev=True)
     check_secrets(mode)
-    files = [flag for name in stack_files(mode, encrypted) for flag in ("-c", str(stack.ROOT / name))]
+    files = [flag for name in stack_files(mode, encrypted, etcd) for flag in ("-c", str(stack.ROOT / name))]
     env = {**os.environ, "PLACEDOCK_REGISTRY": address, "PLACEMENT_REPLICAS": str(replicas), "PLACEDOCK_STACK": STACK}
     if mode == "noauth":
         env["HAPROXY_ALLOW_FROM"] = check_clients(clients)
@@ -416,6 +418,12 @@ def build_parser():
         action="store_true",
         help="make missing secrets from env/'s committed dev values first: a test swarm only",
     )
+    dep.add_argument(
+        "--etcd",
+        action="store_true",
+        help="placement's dynamic options from an etcd cluster of 3 members (swarm/etcd.yaml; nodes labelled "
+        "placedock.etcd=1, 2, 3)",
+    )
     dep.add_argument("--timeout", type=float, default=300)
     scl = sub.add_parser("scale", help=f"N placement replicas (1 to {stack.server_slots()}), wait until converged")
     scl.add_argument("replicas", type=int)
@@ -439,7 +447,7 @@ def main(argv=None):
     elif args.action == "deploy":
         mode = "noauth" if args.serve_unauthenticated_to else "keystone"
         clients, encrypted = args.serve_unauthenticated_to, not args.unencrypted_overlay
-        deploy(mode, args.replicas, args.timeout, clients, args.dev_secrets, encrypted=encrypted)
+        deploy(mode, args.replicas, args.timeout, clients, args.dev_secrets, encrypted=encrypted, etcd=args.etcd)
     elif args.action == "scale":
         log(f"{args.replicas} replicas, converged in {scale(args.replicas, args.timeout):.1f}s")
     elif args.action == "wait":

@@ -217,6 +217,9 @@ def make_swarm(nodes):
     # The stateful services' node: mariadb's data, keystone's keys.
     labels = ["--label-add", "placedock.database=true", "--label-add", "placedock.keystone=true"]
     node_docker(1, "node", "update", *labels, "node-1")
+    # An etcd member per node, for deploy --etcd (swarm/etcd.yaml).
+    for n in range(1, min(nodes, 3) + 1):
+        node_docker(1, "node", "update", "--label-add", f"placedock.etcd={n}", f"node-{n}")
 
     def ready():
         return node_docker(1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * nodes
