@@ -407,13 +407,9 @@ def source_group():
 class Settings:
     """The etcd source's settings as the replicas' environment gives them."""
 
-    def __init__(self, environ=None):
-        environ = os.environ if environ is None else environ
-        self.group = GROUP
-        for group in (g.strip() for g in environ.get("OS_DEFAULT__CONFIG_SOURCE", "").split(",")):
-            if group and environ.get(env_name(group, "driver")) == "placedock-etcd":
-                self.group = group
-        get = lambda option, default: environ.get(env_name(self.group, option)) or default  # noqa: E731
+    def __init__(self):
+        self.group = source_group() or GROUP
+        get = lambda option, default: os.environ.get(env_name(self.group, option)) or default  # noqa: E731
         self.endpoints = [e for e in get("endpoints", "http://etcd:2379").split(",") if e.strip()]
         self.prefix = get("prefix", DEFAULT_PREFIX).rstrip("/")
         if not self.prefix.startswith("/"):
@@ -424,7 +420,7 @@ class Settings:
         except ValueError:
             fail(f"{env_name(self.group, 'timeout')}: not a number of seconds")
         self.governed = []
-        for name in environ.get("PLACEDOCK_ETCD_OPTIONS", GOVERNED).split():
+        for name in os.environ.get("PLACEDOCK_ETCD_OPTIONS", GOVERNED).split():
             group, _, option = name.partition(".")
             if not group or not option:
                 fail(f"PLACEDOCK_ETCD_OPTIONS: {name!r} is not GROUP.OPTION")

@@ -24,10 +24,6 @@ from placement import conf
 from placement import wsgi as placement_wsgi
 
 
-def env_name(group, option):
-    return f"OS_{group.upper()}__{option.upper().replace('-', '_')}"
-
-
 def check_options():
     """The options as placement will read them; a value that does not parse stops the start."""
     config = cfg.ConfigOpts()
@@ -52,7 +48,7 @@ def where(config, name, group):
         detail = config.get_location(name, None if group == "DEFAULT" else group).detail or ""
     except (cfg.NoSuchOptError, ValueError):
         detail = ""
-    return f"etcd key {detail[5:]}" if detail.startswith("etcd:") else env_name(group, name)
+    return f"etcd key {detail[5:]}" if detail.startswith("etcd:") else placedock_etcd.env_name(group, name)
 
 
 def read(config, name, group):
@@ -75,7 +71,7 @@ def check_keystone(config):
     for option in ("auth_url", "password"):
         if not read(config, option, "keystone_authtoken"):
             dbcheck.fail(
-                f"{env_name('keystone_authtoken', option)} is not set (nor in etcd): "
+                f"{placedock_etcd.env_name('keystone_authtoken', option)} is not set (nor in etcd): "
                 "OS_API__AUTH_STRATEGY=keystone needs it"
             )
 
