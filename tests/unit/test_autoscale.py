@@ -296,56 +296,6 @@ def test_quantities():
         hpa.millicores("a quarter", "x")
 
 
-CID = "0123456789ab" * 5 + "cdef"
-
-
-def fake_host(tmp_path, proc_cgroup, files):
-    proc = tmp_path / "proc"
-    (proc / "42").mkdir(parents=True)
-    (proc / "42" / "cgroup").write_text(proc_cgroup)
-    root = tmp_path / "cgroup"
-    for path, text in files.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text)
-    return proc, root
-
-
-def test_cgroup_v1_cpuacct(tmp_path):
-    proc, root = fake_host(
-        tmp_path,
-        f"12:cpu,cpuacct:/docker/{CID}\n1:name=systemd:/docker/{CID}\n0::/docker/{CID}\n",
-        {f"cpuacct/docker/{CID}/cpuacct.usage": "123456789\n", "cpuacct/cpuacct.usage": "1\n"},
-    )
-    assert observe.cgroup_cpu_ns(42, CID, proc, root) == 123456789
-    assert observe.cgroup_version(root) == 1
-
-
-def test_cgroup_v2_cpu_stat_systemd_driver(tmp_path):
-    proc, root = fake_host(
-        tmp_path,
-        f"0::/system.slice/docker-{CID}.scope\n",
-        {
-            f"system.slice/docker-{CID}.scope/cpu.stat": "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n",
-            "cgroup.controllers": "cpu io memory pids\n",
-        },
-    )
-    assert observe.cgroup_cpu_ns(42, CID, proc, root) == 2_500_000
-    assert observe.cgroup_version(root) == 2
-
-
-def test_a_process_not_in_the_containers_cgroup_is_not_read(tmp_path):
-    """A PID from another host (a swarm node elsewhere), or reused: no sample, not a wrong one."""
-    proc, root = fake_host(
-        tmp_path, "0::/user.slice/session-1.scope\n", {"user.slice/session-1.scope/cpu.stat": "usage_usec 9\n"}
-    )
-    assert observe.cgroup_cpu_ns(42, CID, proc, root) is None
-    assert observe.cgroup_cpu_ns(43, CID, proc, root) is None
-
-
-def test_no_cpu_accounting_at_all_is_said(tmp_path):
-    assert observe.cgroup_version(tmp_path) is None
-
-
 def test_samples_give_millicores_over_the_window():
     samples = observe.Samples()
     assert samples.sample("a", 1_000_000_000, 100.0) == (None, 0.0)

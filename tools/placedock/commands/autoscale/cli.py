@@ -28,6 +28,7 @@ from pathlib import Path
 
 from placedock.cli import command_parser
 from placedock.commands.autoscale import hpa, observe, timeline
+from placedock.stack import cgroup
 from placedock.stack import compose as stack
 
 # After this many syncs in a row with replicas running and no cgroup readable, stop.
@@ -81,9 +82,9 @@ def prepare(args):
             f"{args.hpa}: maxReplicas {spec.max_replicas} is more than haproxy's {slots} server slots "
             "(haproxy/haproxy.cfg)"
         )
-    if observe.cgroup_version() is None:
+    if cgroup.cgroup_version() is None:
         raise observe.Unreadable(
-            f"no CPU accounting under {observe.CGROUP_ROOT}: neither cgroup v1 (cpuacct) "
+            f"no CPU accounting under {cgroup.CGROUP_ROOT}: neither cgroup v1 (cpuacct) "
             "nor cgroup v2 (cgroup.controllers)"
         )
     if args.swarm:
@@ -120,7 +121,7 @@ def loop(spec, config, target, args, stop):
             if unreadable >= UNREADABLE_SYNCS:
                 raise observe.Unreadable(
                     f"cannot read the CPU of any replica ({len(running)} running) from its cgroup under "
-                    f"{observe.CGROUP_ROOT} (cgroup v{observe.cgroup_version()}): is it on another host?"
+                    f"{cgroup.CGROUP_ROOT} (cgroup v{cgroup.cgroup_version()}): is it on another host?"
                 )
             decision = controller.decide(now, current, replicas)
             usage = [r.usage_m for r in running if r.usage_m is not None]

@@ -2,10 +2,10 @@
 project or of a swarm service, their CPU from their cgroups, the front door's
 traffic from haproxy's request log, and the one call that changes the count.
 
-CPU is read as the kernel keeps it, the container's cgroup: cgroup v1's
-cpuacct.usage, or cgroup v2's cpu.stat usage_usec, found through
+CPU is read as the kernel keeps it, the container's cgroup (placedock.stack.cgroup: v1's
+cpuacct.usage, or v2's cpu.stat usage_usec, found through
 /proc/PID/cgroup of the container's first process (so the systemd and cgroupfs
-drivers alike). A replica on another host has no cgroup here: it has no
+drivers alike)). A replica on another host has no cgroup here: it has no
 sample, and the algorithm counts it as the controller counts a pod without
 metrics. When no replica at all can be read, the autoscaler stops with one line.
 """
@@ -14,62 +14,18 @@ import datetime
 import json
 import re
 import subprocess
-from pathlib import Path
 
 from placedock.commands.autoscale.hpa import Replica
 from placedock.stack import compose as stack
 from placedock.stack import swarm
+from placedock.stack.cgroup import cgroup_cpu_ns
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC = Path("/proc")
 # httplog's timers (Tq/Tw/Tc/Tr/Ta) and status, then the bytes.
 HTTPLOG = re.compile(r" (-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)/(\d+) (\d{3}) ")
 
 
 class Unreadable(RuntimeError):
     """The autoscaler cannot go on; the message is one line."""
-
-
-def cgroup_cpu_ns(pid, container_id, proc=PROC, root=CGROUP_ROOT):
-    """CPU time used by the cgroup of process PID, in ns; None unless that
-    process is in a cgroup named for container_id on this host (a PID from
-    another host, or one reused, is not read)."""
-    try:
-        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    v1 = v2 = None
-    for line in lines:
-        hierarchy, controllers, path = line.split(":", 2)
-        if "cpuacct" in controllers.split(","):
-            v1 = path
-        elif hierarchy == "0" and controllers == "":
-            v2 = path
-    for path in (v1, v2):
-        if path is not None and container_id not in path:
-            return None
-    if v1 is not None:
-        for mount in ("cpuacct", "cpu,cpuacct"):
-            usage = root / mount / v1.lstrip("/") / "cpuacct.usage"
-            if usage.exists():
-                return int(usage.read_text())
-    if v2 is not None:
-        stat = root / v2.lstrip("/") / "cpu.stat"
-        if stat.exists():
-            for line in stat.read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "usage_usec":
-                    return int(value) * 1000
-    return None
-
-
-def cgroup_version(root=CGROUP_ROOT):
-    """1, 2, or None: the hierarchy the CPU is read from on this host."""
-    if (root / "cpuacct" / "cpuacct.usage").exists() or (root / "cpu,cpuacct" / "cpuacct.usage").exists():
-        return 1
-    if (root / "cgroup.controllers").exists():
-        return 2
-    return None
 
 
 def docker_time(text):

@@ -103,6 +103,11 @@ def build_parser():
     parser.add_argument("--no-galera", action="store_true", help="skip the perfload on the Galera stack")
     parser.add_argument("--no-postgres", action="store_true", help="skip the perfload on the PostgreSQL stack")
     parser.add_argument("--no-build", action="store_true", help="use the images as they are")
+    parser.add_argument(
+        "--no-cpu",
+        action="store_true",
+        help="measure without CPU accounting (where no container's cgroup, v1 or v2, can be read)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmark.md/.png/.json go")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit of each wait and of each perfload")
     parser.add_argument(
@@ -396,7 +401,7 @@ def images(stack):
 def run(args):
     compose = compose_command()
     stack = bench_stack()
-    meter = cpu.CpuMeter(PROJECT, PORTS.values())
+    meter = cpu.CpuMeter(PROJECT, PORTS.values(), enabled=not args.no_cpu)
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine(args, compose)}
     results["defaults"] = report.defaults(ROOT)
     try:
@@ -475,6 +480,9 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         results = run(args)
+    except cpu.Unreadable as error:
+        print(f"placedock bench: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         log("interrupted; the stack was torn down")
         return 130

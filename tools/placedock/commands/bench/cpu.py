@@ -2,11 +2,13 @@
 
 Client, servers and everyone else's work share the machine's cores, so each
 measurement also reads, before and after, the CPU time of: this process (the
-load generator), each of the benchmark's containers (cgroup v1 cpuacct, by
-compose service), docker's userland proxy for the benchmark's published ports,
-the raw uwsgi's processes when it runs, and the whole machine. What the whole
-machine used beyond those is "others". Only our own containers and processes
-are read, and only read.
+load generator), each of the benchmark's containers (its cgroup, v1 or v2:
+placedock.stack.cgroup; by compose service), docker's userland proxy for the
+benchmark's published ports, the raw uwsgi's processes when it runs, and the
+whole machine (/proc/stat). What the whole machine used beyond those is
+"others". Only our own containers and processes are read, and only read. A
+container whose cgroup cannot be read stops the benchmark with one line: CPU
+tables do not go missing without a word.
 
 When it knows the benchmark's mariadb container it also reads InnoDB's deadlock
 and row-lock-wait counters, which explain slow write tails (oslo.db retries a
@@ -18,15 +20,13 @@ import subprocess
 import time
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup/cpuacct")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from placedock.stack import cgroup
+
+CLOCK_TICKS = cgroup.CLOCK_TICKS
 
 
-def _read_ns(path):
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
+class Unreadable(RuntimeError):
+    """A container's CPU cannot be read on this host; the message is one line."""
 
 
 def _proc_cpu_ns(pid):
@@ -69,15 +69,31 @@ def _children(pid):
     return out
 
 
+def _pid(cid):
+    """The host PID of a running container's first process."""
+    return int(
+        subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Pid}}", cid], check=True, capture_output=True, text=True
+        ).stdout
+    )
+
+
 class CpuMeter:
     """meter.start() ... meter.stop() -> {component: CPU seconds} plus 'elapsed' and 'others'."""
 
-    def __init__(self, project, ports):
+    def __init__(self, project, ports, enabled=True, proc=cgroup.PROC, root=cgroup.CGROUP_ROOT):
+        """enabled=False (--no-cpu): only InnoDB's counters, and the report says there was no CPU accounting."""
         self.project = project
         self.ports = ports
         self.raw_pid = None
         self.mariadb = None
-        self.available = (CGROUP_ROOT / "cpuacct.usage").exists()
+        self.enabled = enabled
+        self.proc = proc
+        self.root = root
+        if enabled and cgroup.cgroup_version(root) is None:
+            raise Unreadable(
+                f"no CPU accounting under {root}: neither cgroup v1 (cpuacct) nor v2 (cgroup.controllers) is there"
+            )
 
     def _containers(self):
         out = subprocess.run(
@@ -100,18 +116,27 @@ class CpuMeter:
             name = f"{service} (one-off)" if oneoff == "True" else service
             if service.startswith("galera-"):
                 name = "galera nodes"
-            groups.setdefault(name, []).append(cid)
+            groups.setdefault(name, []).append((cid, _pid(cid)))
         return groups
+
+    def _container_ns(self, cid, pid):
+        used = cgroup.cgroup_cpu_ns(pid, cid, self.proc, self.root)
+        if used is None:
+            raise Unreadable(
+                f"the CPU of container {cid[:12]} (pid {pid}) cannot be read under {self.root} "
+                f"(cgroup v{cgroup.cgroup_version(self.root)}): rerun with --no-cpu to measure without it"
+            )
+        return used
 
     def _snapshot(self):
         times = os.times()
         snap = {"client": int((times.user + times.system) * 10**9)}
         for name, ids in self.groups.items():
-            snap[name] = sum(_read_ns(CGROUP_ROOT / "docker" / cid / "cpuacct.usage") or 0 for cid in ids)
+            snap[name] = sum(self._container_ns(cid, pid) for cid, pid in ids)
         snap["docker-proxy"] = sum(_proc_cpu_ns(pid) for pid in self.proxies)
         if self.raw_pids:
             snap["raw uwsgi"] = sum(_proc_cpu_ns(pid) for pid in self.raw_pids)
-        snap["machine"] = _read_ns(CGROUP_ROOT / "cpuacct.usage") or 0
+        snap["machine"] = cgroup.machine_cpu_ns(self.proc)
         return snap
 
     def _innodb(self):
@@ -141,7 +166,7 @@ class CpuMeter:
 
     def start(self):
         self.db_before = self._innodb()
-        if not self.available:
+        if not self.enabled:
             return
         self.groups = self._containers()
         self.proxies = _proxy_pids(self.ports)
@@ -153,7 +178,7 @@ class CpuMeter:
         """CPU seconds per component since start() ('others' = the machine minus all
         of ours), 'elapsed', and the InnoDB counters' increase."""
         used = {}
-        if self.available:
+        if self.enabled:
             after = self._snapshot()
             used = {k: (after[k] - self.before.get(k, 0)) / 1e9 for k in after}
             machine = used.pop("machine")
