@@ -188,6 +188,17 @@ def uwsgi_memory(container):
     return json.loads(docker("exec", container, "python3", "-c", probe))
 
 
+def container_memory(container):
+    """Every process of a container, read on the host: {"processes": n, "rss_kib": sum, "pss_kib": sum}."""
+    pids = [int(p) for p in docker("top", container, "-eo", "pid").split()[1:]]
+    rows = [row for row in (procmem.process_memory(pid, "") for pid in pids) if row]
+    return {
+        "processes": len(rows),
+        "rss_kib": sum(r["rss_kib"] for r in rows),
+        "pss_kib": sum(r["pss_kib"] for r in rows),
+    }
+
+
 def container_name(container):
     return docker("inspect", "-f", "{{.Name}}", container).lstrip("/")
 
@@ -306,6 +317,10 @@ class Stack:
             "ps", *(["-a"] if all_states else []), "-q", *([service] if service else []), capture=True
         ).stdout
         return out.split()
+
+    def services(self):
+        """The services that have a running container, as compose lists them."""
+        return self.compose("ps", "--services", capture=True).stdout.split()
 
     def haproxy_api(self, command):
         """One command to haproxy's runtime API (its admin socket); the answer."""

@@ -21,7 +21,14 @@ It builds the images (cached layers), then, on its own compose project
 6. image sizes and uwsgi worker memory;
 7. the perfload again on the same stack over a 3-node Galera cluster
    (compose.galera.yaml), and over PostgreSQL (compose.postgres.yaml), so
-   what each database costs placement is read off one run.
+   what each database costs placement is read off one run;
+8. how cost grows with the cloud's size: 1k, 4k and 16k providers, flat and
+   nested, half their capacity allocated (sizes.py), and placement's
+   candidate options at the largest size.
+
+`--quick` is a smoke check of every phase but the other databases, the raw
+reference and the variants: the smallest size only, short mixes, and the
+report written under $TMPDIR, not over docs/.
 
 The stack is torn down (`down -v`) at the end, also on failure, Ctrl-C or
 SIGTERM, and the raw uwsgi is stopped. The report is written only when every
@@ -41,7 +48,7 @@ from pathlib import Path
 
 from placedock.api.client import wait_ready
 from placedock.cli import command_parser
-from placedock.commands.bench import cpu, plot, raw, report
+from placedock.commands.bench import cpu, plot, raw, report, sizes
 from placedock.stack.compose import (
     ROOT,
     Stack,
@@ -49,6 +56,7 @@ from placedock.stack.compose import (
     container_env,
     container_health,
     container_ip,
+    container_memory,
     haproxy_stats,
     image,
     image_layers,
@@ -102,6 +110,22 @@ def build_parser():
     parser.add_argument("--no-raw", action="store_true", help="skip the raw reference")
     parser.add_argument("--no-galera", action="store_true", help="skip the perfload on the Galera stack")
     parser.add_argument("--no-postgres", action="store_true", help="skip the perfload on the PostgreSQL stack")
+    parser.add_argument(
+        "--sizes", default="1000,4000,16000", help="providers at each step of the size curves ('' for none)"
+    )
+    parser.add_argument("--shapes", default="flat,nested", help="shapes of the size curves (flat, nested)")
+    parser.add_argument(
+        "--size-api-providers", type=int, default=150, help="providers created through the API at each size step"
+    )
+    parser.add_argument("--size-calls", type=int, default=10, help="timed calls per query at each size step")
+    parser.add_argument(
+        "--size-budget", type=float, default=30.0, help="seconds after which a size step's query stops its calls"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke check: the smallest size, 3 s mixes, no raw/galera/postgres/variants; report under $TMPDIR",
+    )
     parser.add_argument("--no-build", action="store_true", help="use the images as they are")
     parser.add_argument(
         "--no-cpu",
@@ -122,6 +146,18 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes = args.sizes.split(",")[0]
+        args.duration = min(args.duration, 3.0)
+        args.no_raw = args.no_galera = args.no_postgres = True
+        args.variants = ""
+        if args.out == ROOT / "docs":
+            args.out = Path(tempfile.gettempdir()) / "placedock-bench-quick"
+    args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    args.shapes = [x.strip() for x in args.shapes.split(",") if x.strip()]
+    unknown = set(args.shapes) - set(sizes.SHAPES)
+    if unknown:
+        parser.error(f"--shapes: no shape {', '.join(sorted(unknown))} (there are {', '.join(sizes.SHAPES)})")
     args.variants = [tuple(int(x) for x in v.split("x")) for v in args.variants.split(",") if v.strip()]
     return args
 
@@ -236,6 +272,18 @@ def load_perfload(url, args, meter):
         log(f"  {result['retries']} retried requests, {result['failure_count']} providers failed: {result['failures']}")
     result["allocation_candidates"] = mixes.allocation_candidates(url, args.ac_calls, args.ac_warmup)
     return result
+
+
+def at_rest(stack):
+    """Every container of the stack, idle: its processes' RSS and PSS, by service."""
+    out = {}
+    for service in stack.services():
+        for container in stack.container_ids(service):
+            entry = out.setdefault(service, {"containers": 0, "processes": 0, "rss_kib": 0, "pss_kib": 0})
+            entry["containers"] += 1
+            for key, value in container_memory(container).items():
+                entry[key] += value
+    return out
 
 
 def stack_memory(stack):
@@ -394,6 +442,25 @@ def database_perfload(args, meter, database):
     return result
 
 
+def size_curves(args):
+    """Each shape on a fresh stack, grown through args.sizes; placement's options at the largest."""
+    out = {}
+    for name in args.shapes:
+        shape = sizes.SHAPES[name]
+        stack = bench_stack()
+        try:
+            stack.down()
+            stack.up(args.replicas, build=False, wait=False)
+            wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
+            log(f"sizes: {name}, {', '.join(str(n) for n in args.sizes)} providers, {args.replicas} replicas")
+            steps = sizes.measure_shape(stack, shape, args.sizes, args, log)
+            log(f"sizes: {name} at {steps[-1]['providers']} providers, placement's candidate options (one-off replica)")
+            out[name] = {"steps": steps, "options": sizes.option_variants(stack, shape, args, log)}
+        finally:
+            stack.down()
+    return out
+
+
 def images(stack):
     return {name: image_size(name) for name in stack.image_names()}
 
@@ -429,6 +496,8 @@ def run(args):
             results["perfload_stack"] = load_perfload(stack.placement_url, args, meter)
             log(f"  loaded in {results['perfload_stack']['seconds']:.1f}s")
             results["memory_stack"] = stack_memory(stack)
+            time.sleep(5)  # the perfload's last requests done, the stack idle
+            results["memory_at_rest"] = at_rest(stack)
 
             if not args.no_raw:
                 log("perfload: raw reference")
@@ -447,6 +516,8 @@ def run(args):
                 results["variants"] = variants(stack, providers, args, meter)
             results["images"] = images(stack)
             results["placement_layers"] = image_layers(image("placement"))
+            if args.sizes:
+                results["sizes"] = size_curves(args)
             skip = {"galera": args.no_galera, "postgres": args.no_postgres}
             for database, (what, _) in OTHER_DATABASES.items():
                 if not skip[database]:
@@ -468,7 +539,11 @@ def write_report(results, out):
     out.mkdir(parents=True, exist_ok=True)
     report.write_markdown(results, out / "benchmark.md", png_name="benchmark.png")
     plot.write_plot(results, out / "benchmark.png")
-    print(f"bench: wrote {out / 'benchmark.md'} and {out / 'benchmark.png'}", flush=True)
+    written = ["benchmark.md", "benchmark.png"]
+    if results.get("sizes"):
+        plot.write_sizes_plot(results, out / "benchmark-sizes.png")
+        written.append("benchmark-sizes.png")
+    print(f"bench: wrote {', '.join(str(out / name) for name in written)}", flush=True)
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ from placedock.commands.bench.tables import (
     GOAL_RAW_SLOWDOWN,
     ordered,
     run,
+    slope_text,
     workers,
 )
 
@@ -203,3 +204,45 @@ def _plot_start(ax, results):
     ax.set_title("Cold start (fresh volumes) and one replica's restart")
     ax.set_ylabel("seconds")
     ax.legend(fontsize=8)
+
+
+def write_sizes_plot(results, path):
+    """docs/benchmark-sizes.png: section 7's curves, log–log, flat solid and nested dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from placedock.commands.bench.sizes import growth, operations
+
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    fig.suptitle(f"placedock: cost against providers (log–log) — {results['machine']['date']}", fontsize=12)
+    panels = {
+        "GET /allocation_candidates": (axes[0][0], "p50 (s)"),
+        "GET /resource_providers?in_tree": (axes[0][1], "p50 (s)"),
+        "PUT /allocations": (axes[0][1], "p50 (s)"),
+        "load through the API": (axes[1][0], "s per 100 providers"),
+        "database size": (axes[1][1], "bytes"),
+        "replicas' RSS": (axes[1][1], "bytes (RSS: KiB × 1024)"),
+    }
+    for shape, curve in results["sizes"].items():
+        steps = curve["steps"]
+        xs = [s["providers"] for s in steps]
+        slopes = growth(steps)
+        style = "-" if shape == "flat" else "--"
+        for name, ys in operations(steps):
+            ax, unit = next(v for k, v in panels.items() if name.startswith(k))
+            if name == "replicas' RSS":
+                ys = [y * 1024 for y in ys]
+            label = f"{shape}: {name} (slope {slope_text(slopes[name])})"
+            ax.plot(xs, ys, style, marker="o", label=label)
+            ax.set_ylabel(unit)
+    for ax in (axes[0][0], axes[0][1], axes[1][0], axes[1][1]):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("providers")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -10,7 +10,7 @@ import re
 import string
 from pathlib import Path
 
-from placedock.commands.bench import raw, tables
+from placedock.commands.bench import raw, sizes, tables
 from placedock.stack.compose import server_slots, settings_file
 from placedock.traffic import mixes, perfload
 
@@ -118,9 +118,11 @@ def _figures(results, t):
         "start_table": tables.start_table(results),
         "images_table": tables.images_table(results),
         "memory_table": tables.memory_table(results),
+        "rest": t.fill("at rest", {"table": tables.rest_table(results)}) if results.get("memory_at_rest") else "",
         "verdict": t.fill("honoured" if results["env_override"]["honoured"] else "not honoured", {}),
         "variants_table": tables.variants_table(results),
         **_defaults(results, t),
+        "sizes_section": _sizes(results, t),
     }
 
 
@@ -242,3 +244,56 @@ def _defaults(results, t):
         "pool_waits": t.fill("pool errors", {"errors": errors}) if errors else t.fill("pool no waits", results),
         "haproxy_ratios": "; ".join(ratios) or t.fill("not measured", {}),
     }
+
+
+def _sizes(results, t):
+    """Section 7, when the run grew the data set (results before it have no 'sizes')."""
+    curves = results.get("sizes")
+    if not curves:
+        return ""
+    growth = {shape: sizes.growth(curve["steps"]) for shape, curve in curves.items()}
+    shapes = "\n\n".join(
+        t.fill("sizes shape", {"shape": shape, "table": tables.size_table(curve["steps"])})
+        for shape, curve in curves.items()
+    )
+    expect = []
+    for shape, curve in curves.items():
+        last = curve["steps"][-1]
+        (unlimited, limited) = (q for q in last["queries"] if q != "member_of+required")
+        options = curve["options"]
+        best = min(options, key=lambda v: options[v][unlimited]["p50"])
+        # An option is named only where it beats the defaults beyond the calls' spread.
+        beyond = options[best][unlimited]["p95"] < options["defaults"][unlimited]["p50"]
+        values = {
+            "shape": shape,
+            "providers": last["providers"],
+            "unlimited": unlimited,
+            "unlimited_ms": last["queries"][unlimited]["p50"] * 1000,
+            "limited": limited,
+            "limited_ms": last["queries"][limited]["p50"] * 1000,
+            "slope": tables.slope_text(growth[shape][f"GET /allocation_candidates {unlimited} p50"]),
+            "best": best,
+            "best_ms": options[best][unlimited]["p50"] * 1000,
+            "default_ms": options["defaults"][unlimited]["p50"] * 1000,
+            "in_tree_ms": last["in_tree"]["p50"] * 1000,
+            "put_ms": last["put_allocations"]["p50"] * 1000,
+            "db_mib": last["db_bytes"] / tables.MIB,
+        }
+        values["option"] = t.fill("sizes option" if beyond else "sizes no option", values)
+        expect.append(t.fill("sizes expect", values))
+    first = next(iter(curves.values()))["steps"][0]
+    values = {
+        "shapes": shapes,
+        "api_providers": first["api_providers"],
+        "growth_table": tables.growth_table(curves, growth),
+        "options_table": tables.options_table(curves),
+        "expect": "\n".join(expect),
+        "nested_query": sizes.NESTED_QUERY,
+        "flat_consumers": sizes.FLAT_CONSUMERS,
+        "tree_providers": sizes.Nested.per_unit,
+        "largest": max(s["providers"] for curve in curves.values() for s in curve["steps"]),
+        "nova_limit": sizes.NOVA_LIMIT,
+        "sizes_png": "benchmark-sizes.png",
+        "size_steps": results["args"]["sizes"].strip("[]"),
+    }
+    return t.fill("sizes", {**results, **values})

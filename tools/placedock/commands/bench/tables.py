@@ -10,6 +10,8 @@ MB = 10**6
 
 # The goals the report shows next to the numbers (it reports them, never asserts).
 GOAL_FRONT_DOOR_RATIO = 0.97
+# The stable figure of the front door's cost: docker-proxy's and haproxy's CPU per request.
+GOAL_PROXY_CPU_MS = 0.5
 GOAL_RAW_SLOWDOWN = 1.05
 GOAL_COLD_START_S = 15.0
 GOAL_PLACEMENT_IMAGE_MB = 150.0
@@ -132,9 +134,26 @@ def goals(results):
             r = ratio(front["rps"], direct["rps"])
             goal = f"front door N=1 ≥ {GOAL_FRONT_DOOR_RATIO:.2f}× direct ({mix} mix, req/s)"
             measured = f"{r:.2f}× ({front['rps']:.0f} vs {direct['rps']:.0f} req/s)"
-            rows.append(
-                ("front door", goal, measured, r >= GOAL_FRONT_DOOR_RATIO, f"{r - GOAL_FRONT_DOOR_RATIO:+.2f}×")
-            )
+            met = r >= GOAL_FRONT_DOOR_RATIO
+            # The interleaved slices (A/B, B/A, ...) of the same round, each a ratio of its own.
+            slices = [a / b for a, b in zip(front.get("slice_rps", []), direct.get("slice_rps", []), strict=False) if b]
+            if len(slices) > 1:
+                measured += f"; its {len(slices)} interleaved slices {min(slices):.2f}–{max(slices):.2f}×"
+                if min(slices) < GOAL_FRONT_DOOR_RATIO <= max(slices):
+                    met = None
+            rows.append(("front door", goal, measured, met, f"{r - GOAL_FRONT_DOOR_RATIO:+.2f}×"))
+            cost = per_request_ms(front, FRONT)
+            if cost is not None:
+                goal = f"docker-proxy + haproxy CPU ≤ {GOAL_PROXY_CPU_MS:g} ms per front-door request ({mix} mix)"
+                rows.append(
+                    (
+                        "proxy cpu",
+                        goal,
+                        f"{cost:.2f} ms",
+                        cost <= GOAL_PROXY_CPU_MS,
+                        f"{GOAL_PROXY_CPU_MS - cost:+.2f} ms",
+                    )
+                )
     stack, ref = results.get("perfload_stack"), results.get("perfload_raw")
     if stack and ref:
         pairs = [("perfload load time", stack["seconds"], ref["seconds"])]
@@ -176,10 +195,14 @@ def goals(results):
     return rows
 
 
+# met, missed, or (None) the goal lies within the spread of the interleaved slices.
+VERDICTS = {True: "met", False: "**missed**", None: "within the noise"}
+
+
 def goals_table(rows):
     return table(
         ["goal", "measured", "met", "margin"],
-        [(goal, measured, "met" if ok else "**missed**", margin) for _, goal, measured, ok, margin in rows],
+        [(goal, measured, VERDICTS[ok], margin) for _, goal, measured, ok, margin in rows],
     )
 
 
@@ -421,3 +444,85 @@ def variants_table(results):
     header = ["processes × threads", "read req/s", "read p99 (ms)", "read: server CPU ms / request", "write req/s"]
     header += ["write p99 (ms)", "write: server CPU ms / request", "workers", "largest worker RSS (MiB)"]
     return table([*header, "workers' PSS total (MiB)"], rows)
+
+
+# --- 7. size curves ----------------------------------------------------------------------
+
+
+def _p(entry):
+    return f"{ms(entry['p50'])} / {ms(entry['p95'])}"
+
+
+def size_table(steps):
+    queries = list(steps[0]["queries"])
+    rows = [
+        (
+            s["providers"],
+            s["trees"],
+            f"{s['api_seconds_per_100']:.2f}",
+            f"{s['sql_clone_providers']} in {s['sql_clone_seconds']:.1f} s",
+            s["candidates"],
+            *(_p(s["queries"][q]) for q in queries),
+            _p(s["in_tree"]),
+            _p(s["put_allocations"]),
+            f"{s['db_bytes'] / MIB:.1f}",
+            f"{s['replicas_rss_kib'] / 1024:.0f}",
+        )
+        for s in steps
+    ]
+    header = [
+        "providers",
+        "trees",
+        "API load (s per 100 providers)",
+        "cloned in SQL",
+        "candidates",
+        *(f"`{q}` p50 / p95 (ms)" for q in queries),
+        "`in_tree` p50 / p95 (ms)",
+        "`PUT /allocations` p50 / p95 (ms)",
+        "database (MiB)",
+        "replicas' RSS (MiB)",
+    ]
+    return table(header, rows)
+
+
+def slope_text(value):
+    return "none: one size" if value is None else f"{value:.2f}"
+
+
+def growth_table(curves, growth):
+    """Each operation's slope on a log-log plot of cost against providers, per shape."""
+    shapes = list(curves)
+    names = []
+    for shape in shapes:
+        names += [n for n in growth[shape] if n not in names]
+    rows = []
+    for name in names:
+        cells = []
+        for shape in shapes:
+            cells.append(slope_text(growth[shape].get(name)) if name in growth[shape] else "")
+        rows.append((name, *cells))
+    return table(["operation", *(f"slope, {s}" for s in shapes)], rows)
+
+
+def options_table(curves):
+    rows = []
+    for shape, curve in curves.items():
+        providers = curve["steps"][-1]["providers"]
+        for variant, entry in curve["options"].items():
+            for query, r in entry.items():
+                rows.append((shape, providers, variant, f"`{query}`", r["candidates"], r["calls"], _p(r)))
+    return table(["shape", "providers", "placement option", "query", "candidates", "calls", "p50 / p95 (ms)"], rows)
+
+
+def rest_table(results):
+    """Section 4: the stack's containers at rest after the perfload, RSS and PSS by service."""
+    rest = results.get("memory_at_rest")
+    if not rest:
+        return ""
+    rows = [
+        (service, e["containers"], e["processes"], f"{e['rss_kib'] / 1024:.1f}", f"{e['pss_kib'] / 1024:.1f}")
+        for service, e in sorted(rest.items())
+    ]
+    total = [sum(e[k] for e in rest.values()) for k in ("containers", "processes", "rss_kib", "pss_kib")]
+    rows.append(("**total**", total[0], total[1], f"{total[2] / 1024:.1f}", f"{total[3] / 1024:.1f}"))
+    return table(["service", "containers", "processes", "RSS (MiB)", "PSS (MiB)"], rows)
