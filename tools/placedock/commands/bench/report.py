@@ -278,9 +278,25 @@ def _sizes(results, t):
             "in_tree_ms": last["in_tree"]["p50"] * 1000,
             "put_ms": last["put_allocations"]["p50"] * 1000,
             "db_mib": last["db_bytes"] / tables.MIB,
+            "pool_mib": last["buffer_pool_bytes"] / tables.MIB,
+            "best_env": " ".join(f"{k}={v}" for k, v in sizes.OPTION_VARIANTS.get(best, {}).items()),
         }
+        values["pool"] = t.fill(
+            "sizes pool fits" if last["db_bytes"] <= last["buffer_pool_bytes"] else "sizes pool short", values
+        )
         values["option"] = t.fill("sizes option" if beyond else "sizes no option", values)
         expect.append(t.fill("sizes expect", values))
+    worse = [
+        f"{name} ({shape}, {tables.slope_text(value)})"
+        for shape, slopes in growth.items()
+        for name, value in slopes.items()
+        if value is not None and value > sizes.SUPERLINEAR
+    ]
+    superlinear = (
+        t.fill("sizes superlinear", {"operations": "; ".join(worse)})
+        if worse
+        else t.fill("sizes linear", {"superlinear": sizes.SUPERLINEAR})
+    )
     first = next(iter(curves.values()))["steps"][0]
     values = {
         "shapes": shapes,
@@ -288,6 +304,7 @@ def _sizes(results, t):
         "growth_table": tables.growth_table(curves, growth),
         "options_table": tables.options_table(curves),
         "expect": "\n".join(expect),
+        "superlinear": superlinear,
         "nested_query": sizes.NESTED_QUERY,
         "flat_consumers": sizes.FLAT_CONSUMERS,
         "tree_providers": sizes.Nested.per_unit,

@@ -62,7 +62,10 @@ FLAT_CONSUMERS = 4
 # What nova's scheduler adds: [scheduler]max_placement_results, 1000 by default.
 NOVA_LIMIT = 1000
 
-# Placement's options that bear on allocation candidates, tried at the largest size.
+# Placement's options that bear on allocation candidates, tried at the largest size
+# on a one-off replica: untimed calls (its 2 processes each served some), then timed.
+OPTION_WARMUP = 3
+OPTION_CALLS = 4
 OPTION_VARIANTS = {
     "defaults": {},
     "breadth-first": {"OS_PLACEMENT__ALLOCATION_CANDIDATES_GENERATION_STRATEGY": "breadth-first"},
@@ -456,6 +459,7 @@ def measure_shape(stack, shape, sizes, args, log):
             "put_allocations": time_put_allocations(grower.api, shape, args),
             "db_bytes": db_bytes(mariadb),
             "replicas_rss_kib": replicas_rss_kib(stack),
+            "buffer_pool_bytes": int(sql(mariadb, "SELECT @@innodb_buffer_pool_size;").split()[-1]),
         }
         first = next(iter(queries))
         log(
@@ -480,7 +484,7 @@ def option_variants(stack, shape, args, log):
             for query_name, query in shape.queries.items():
                 if query_name not in shape.option_queries:
                     continue
-                result = timed(lambda a=api, q=query: candidates(a, q), args.size_calls // 2 or 1, 4, args.size_budget)
+                result = timed(lambda a=api, q=query: candidates(a, q), OPTION_CALLS, OPTION_WARMUP, args.size_budget)
                 result["candidates"] = len(candidates(api, query)["allocation_requests"])
                 entry[query_name] = result
             out[label] = entry
@@ -519,6 +523,10 @@ def operations(steps):
         ("replicas' RSS", [s["replicas_rss_kib"] for s in steps]),
     ]
     return ops
+
+
+# A slope above this is growth worse than linear, which the report names.
+SUPERLINEAR = 1.1
 
 
 def growth(steps):
