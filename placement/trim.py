@@ -47,6 +47,10 @@ def exercise():
     # drivers as well.
     import keystonemiddleware.auth_token  # noqa: F401
     import memcache  # noqa: F401
+
+    # What auth_token imports only on a worker's first validation (its memcached
+    # pool; tests/test_keystone.py finds every such module in a keystone replica).
+    import oslo_cache._memcache_pool  # noqa: F401
     import placedock_wsgi
     import schemawait  # noqa: F401
     import sqlalchemy

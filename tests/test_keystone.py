@@ -2,6 +2,7 @@
 tokens survive the README's rescale (keystone-register runs again on every
 `up`), and the committed clouds.yaml agrees with the accounts the stack creates."""
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -148,3 +149,21 @@ def test_placement_is_in_the_catalog_at_the_front_door(placement_url, admin_head
     catalog = {entry["type"]: entry for entry in resp.json()["token"]["catalog"]}
     urls = {ep["interface"]: ep["url"] for ep in catalog["placement"]["endpoints"]}
     assert urls == {"public": placement_url, "internal": "http://haproxy:8778"}
+
+
+FIRST_VALIDATION = ROOT / "tests" / "in_image" / "first_validation.py"
+
+
+def test_a_workers_first_validation_imports_nothing_without_its_bytecode(compose_stack):
+    """placement/trim.py keeps only the bytecode of the modules placement imports; those
+    keystonemiddleware loads on its first validation are among them, or every worker
+    compiles them after the fork (unshared memory, a slower first request)."""
+    replica = compose_stack.container_ids("placement")[0]
+    out = stack.docker(
+        "exec", "-e", "PYTHONPATH=/usr/local/lib/placedock", replica,
+        "python3", "-c", FIRST_VALIDATION.read_text(), stack.admin_token(),  # a new token: in no cache yet
+    )  # fmt: skip
+    found = json.loads(out.splitlines()[-1])
+    assert found["status"] == 200, found
+    assert found["imported"], "the first validation imported nothing: the probe did not validate"
+    assert found["missing"] == [], f"imported without bytecode: {found['missing']}"
