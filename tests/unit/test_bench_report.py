@@ -72,7 +72,7 @@ def _other_branches(results):
     the ledger, with failures, retries, an environment that is not honoured
     and a database-bound replica; and a run from before the ledger (409s
     counted as conflicts), with an environment that is honoured, no CPU
-    accounting and no one-replica targets."""
+    accounting, no one-replica targets, no size curves and no stack at rest."""
     ledger = copy.deepcopy(results)
     for entry in ledger["throughput"]:
         entry["refused"] = entry.pop("conflicts", entry.get("refused"))
@@ -82,7 +82,11 @@ def _other_branches(results):
     direct_read = next(e for e in ledger["throughput"] if e["target"] == "direct" and e["mix"] == "read")
     direct_read["cpu"]["mariadb"] = 10 * direct_read["cpu"]["placement"]
     ledger["perfload_postgres"] = postgres_run(results)
+    grown_badly(ledger["sizes"])
     bare = copy.deepcopy(results)
+    # From before the size curves and the stack at rest.
+    bare.pop("sizes")
+    bare.pop("memory_at_rest")
     bare["throughput"] = [e for e in bare["throughput"] if e["replicas"] > 1]
     for entry in bare["throughput"]:
         entry["conflicts"] = entry.pop("refused", entry.get("conflicts"))
@@ -90,6 +94,40 @@ def _other_branches(results):
     for entry in [*bare["throughput"], *(r for _, r in tables.perfload_targets(bare))]:
         entry["cpu"] = {}
     return ledger, bare
+
+
+def grown_badly(curves):
+    """Size curves whose unlimited queries grew quadratically, whose database outgrew the
+    buffer pool, where no option helped the first shape and one clearly helped the others."""
+    for index, curve in enumerate(curves.values()):
+        steps = curve["steps"]
+        for step in steps:
+            step["buffer_pool_bytes"] = 1
+            scale = (step["providers"] / steps[0]["providers"]) ** 2
+            for query in step["queries"].values():
+                query["p50"] = steps[0]["queries"][next(iter(step["queries"]))]["p50"] * scale
+        for variant, entry in curve["options"].items():
+            for r in entry.values():
+                if index == 0:
+                    r.update(p50=1.0, p95=1.0)
+                else:
+                    r.update(p50=1.0, p95=1.0) if variant == "defaults" else r.update(p50=0.1, p95=0.2)
+
+
+def test_the_size_curves_name_quadratic_growth_and_a_short_buffer_pool(results):
+    grown_badly(results["sizes"])
+    rendered = report.render(results)
+    assert "**Worse than linear**: GET /allocation_candidates" in rendered
+    assert "2.00" in rendered.split("**Worse than linear**")[1].split("\n")[0]
+    assert "**it outgrows mariadb's buffer pool**" in rendered
+
+
+def test_an_option_is_named_only_beyond_the_calls_spread(results):
+    grown_badly(results["sizes"])
+    first, second = (f"- **{shape}," for shape in results["sizes"])
+    expect = report.render(results).split(first)[1]
+    assert "no option tried moved it" in expect.split(second)[0]
+    assert "made it faster beyond the calls' spread" in expect.split(second)[1]
 
 
 def postgres_run(results):

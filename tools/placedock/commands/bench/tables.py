@@ -388,8 +388,19 @@ def start_table(results):
 
 
 def images_table(results):
-    rows = [(f"`{name}`", f"{size / MB:.1f}", f"{size / MIB:.1f}") for name, size in results["images"].items()]
-    return table(["image", "MB", "MiB"], rows)
+    """Each image's size and its own bytes beyond the base every one of them is built FROM;
+    the stack's total counts the base once."""
+    base = (results.get("placement_layers") or [(0, "")])[0][0]
+    images = results["images"]
+    rows = [
+        (f"`{name}`", f"{size / MB:.1f}", f"{size / MIB:.1f}", f"{(size - base) / MB:.1f}")
+        for name, size in images.items()
+    ]
+    if base:
+        unique = base + sum(size - base for size in images.values())
+        rows.append(("the base image, once", f"{base / MB:.1f}", f"{base / MIB:.1f}", ""))
+        rows.append(("**the stack's images, the base once**", f"{unique / MB:.1f}", f"{unique / MIB:.1f}", ""))
+    return table(["image", "MB", "MiB", "beyond the base (MB)"], rows)
 
 
 def _memory_rows(label, procs):
