@@ -114,6 +114,27 @@ def grown_badly(curves):
                     r.update(p50=1.0, p95=1.0) if variant == "defaults" else r.update(p50=0.1, p95=0.2)
 
 
+def grown_linearly(results):
+    """The committed results, every size curve's operations scaled in proportion to the providers."""
+    linear = copy.deepcopy(results)
+    for curve in linear["sizes"].values():
+        steps = curve["steps"]
+        for step in steps:
+            scale = step["providers"] / steps[0]["providers"]
+            for name, query in step["queries"].items():
+                query["p50"] = steps[0]["queries"][name]["p50"] * scale
+            for key in ("in_tree", "put_allocations"):
+                step[key]["p50"] = steps[0][key]["p50"]
+            step["api_seconds_per_100"] = steps[0]["api_seconds_per_100"]
+            step["db_bytes"] = steps[0]["db_bytes"] * scale
+            step["replicas_rss_kib"] = steps[0]["replicas_rss_kib"]
+    return linear
+
+
+def test_linear_growth_is_said_to_be_none_worse(results):
+    assert "No operation grew faster than linearly" in report.render(grown_linearly(results))
+
+
 def test_the_size_curves_name_quadratic_growth_and_a_short_buffer_pool(results):
     grown_badly(results["sizes"])
     rendered = report.render(results)
@@ -163,7 +184,7 @@ def test_without_a_postgres_run_the_report_names_no_postgres(results):
 
 def test_every_block_of_the_template_is_reachable(results):
     template = report.Template()
-    for each in (results, *_other_branches(results)):
+    for each in (results, *_other_branches(results), grown_linearly(results)):
         report.render(each, template=template)
     assert set(template.blocks) - template.used == set(), "blocks no results reach"
     ledger, _ = _other_branches(results)
