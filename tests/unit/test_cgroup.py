@@ -79,7 +79,7 @@ def one_placement_container(monkeypatch):
         if cmd[:2] == ["docker", "ps"]:
             out = f"{CID} placement False\n"
         elif cmd[:2] == ["docker", "inspect"]:
-            out = "42\n"
+            out = f"{CID} 42\n"
         else:
             raise AssertionError(cmd)
         return subprocess.CompletedProcess(cmd, 0, out, "")

@@ -417,6 +417,15 @@ OTHER_DATABASES = {
 }
 
 
+def fresh_up(stack, args):
+    """`down -v`, then up with args.replicas, until haproxy has them all UP; the seconds the up took."""
+    stack.down()
+    t0 = time.monotonic()
+    stack.up(args.replicas, build=False, wait=False)
+    wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
+    return time.monotonic() - t0
+
+
 def database_perfload(args, meter, database):
     """The perfload, as above, through the front door of the same stack on
     another database: a 3-node Galera cluster (one writer behind the database
@@ -424,11 +433,7 @@ def database_perfload(args, meter, database):
     stack = bench_stack(database)
     try:
         # The same project: this also removes the stack before it and its volumes.
-        stack.down()
-        t0 = time.monotonic()
-        stack.up(args.replicas, build=False, wait=False)
-        wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
-        all_up = time.monotonic() - t0
+        all_up = fresh_up(stack, args)
         log(f"  {database}: all {args.replicas} UP in haproxy after {all_up:.1f}s; perfload")
         # Never the removed stack's mariadb (with --no-galera it would still be set).
         innodb = OTHER_DATABASES[database][1]
@@ -449,9 +454,7 @@ def size_curves(args):
         shape = sizes.SHAPES[name]
         stack = bench_stack()
         try:
-            stack.down()
-            stack.up(args.replicas, build=False, wait=False)
-            wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
+            fresh_up(stack, args)
             log(f"sizes: {name}, {', '.join(str(n) for n in args.sizes)} providers, {args.replicas} replicas")
             steps = sizes.measure_shape(stack, shape, args.sizes, args, log)
             log(f"sizes: {name} at {steps[-1]['providers']} providers, placement's candidate options (one-off replica)")

@@ -69,13 +69,14 @@ def _children(pid):
     return out
 
 
-def _pid(cid):
-    """The host PID of a running container's first process."""
-    return int(
-        subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Pid}}", cid], check=True, capture_output=True, text=True
-        ).stdout
-    )
+def _pids(cids):
+    """{container ID: the host PID of its first process}, in one `docker inspect`."""
+    if not cids:
+        return {}
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Id}} {{.State.Pid}}", *cids], check=True, capture_output=True, text=True
+    ).stdout
+    return dict((cid, int(pid)) for cid, pid in (line.split() for line in out.splitlines()))
 
 
 class CpuMeter:
@@ -110,13 +111,14 @@ class CpuMeter:
             capture_output=True,
             text=True,
         ).stdout
+        rows = [(line.split() + ["", ""])[:3] for line in out.splitlines()]
+        pids = _pids([cid for cid, _, _ in rows])
         groups = {}
-        for line in out.splitlines():
-            cid, service, oneoff = (line.split() + ["", ""])[:3]
+        for cid, service, oneoff in rows:
             name = f"{service} (one-off)" if oneoff == "True" else service
             if service.startswith("galera-"):
                 name = "galera nodes"
-            groups.setdefault(name, []).append((cid, _pid(cid)))
+            groups.setdefault(name, []).append((cid, pids[cid]))
         return groups
 
     def _container_ns(self, cid, pid):

@@ -259,7 +259,7 @@ def _sizes(results, t):
     expect = []
     for shape, curve in curves.items():
         last = curve["steps"][-1]
-        (unlimited, limited) = (q for q in last["queries"] if q != "member_of+required")
+        unlimited, limited = sizes.SHAPES[shape].option_queries
         options = curve["options"]
         best = min(options, key=lambda v: options[v][unlimited]["p50"])
         # An option is named only where it beats the defaults beyond the calls' spread.

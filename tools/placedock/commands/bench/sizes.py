@@ -15,7 +15,7 @@ Two shapes, each on a fresh stack (`down -v`), grown in steps:
   half of numa1 and one of its FPGAs), so the job's query, whose groups must
   share a subtree under numa1, still finds one candidate per tree.
 
-At each step, `api_units` units are created through the front door, each
+At each step, about `--size-api-providers` are created through the front door, each
 request as nova or placeload sends it, and timed: that is the load cost at
 that size (seconds per 100 providers). The rest of the step is cloned from
 the first of them in SQL (`INSERT ... SELECT` over MariaDB's sequence
@@ -72,6 +72,17 @@ OPTION_VARIANTS = {
     "max_allocation_candidates=1000": {"OS_PLACEMENT__MAX_ALLOCATION_CANDIDATES": "1000"},
     "optimize_for_wide_provider_trees": {"OS_WORKAROUNDS__OPTIMIZE_FOR_WIDE_PROVIDER_TREES": "true"},
 }
+
+
+def consumer_body(allocations):
+    """PUT /allocations/{consumer}'s body for a new consumer: `allocations` as placement lists them."""
+    return {
+        "allocations": allocations,
+        "project_id": PROJECT_ID,
+        "user_id": USER_ID,
+        "consumer_generation": None,
+        "consumer_type": "INSTANCE",
+    }
 
 
 class Failed(RuntimeError):
@@ -131,13 +142,7 @@ class Api:
 
     def allocate(self, allocations):
         consumer = str(uuid.uuid4())
-        body = {
-            "allocations": {rp: {"resources": resources} for rp, resources in allocations.items()},
-            "project_id": PROJECT_ID,
-            "user_id": USER_ID,
-            "consumer_generation": None,
-            "consumer_type": "INSTANCE",
-        }
+        body = consumer_body({rp: {"resources": resources} for rp, resources in allocations.items()})
         self.call("PUT", f"/allocations/{consumer}", body)
         return consumer
 
@@ -145,11 +150,13 @@ class Api:
 class Flat:
     name = "flat"
     per_unit = 3  # one provider per placeload aggregate/trait chunk
+    trees_per_unit = 3  # each its own tree: one candidate each
     queries = {
         **AC_QUERIES,
         f"resources only, limit={NOVA_LIMIT}": f"{AC_RESOURCES}&limit={NOVA_LIMIT}",
     }
     count_query = "resources only"
+    # (unlimited, limited): tried with placement's options, and quoted so by the report.
     option_queries = ("resources only", f"resources only, limit={NOVA_LIMIT}")
 
     @staticmethod
@@ -168,17 +175,14 @@ class Flat:
                 consumers.append(api.allocate({rp: {"VCPU": 4, "MEMORY_MB": 1024, "DISK_GB": 1024}}))
         return providers, consumers
 
-    @staticmethod
-    def expected_candidates(providers):
-        return providers
-
 
 class Nested:
     name = "nested"
     per_unit = 7
+    trees_per_unit = 1  # one candidate per tree
     queries = {"nested (gate)": NESTED_QUERY, f"nested, limit={NOVA_LIMIT}": f"{NESTED_QUERY}&limit={NOVA_LIMIT}"}
     count_query = "nested (gate)"
-    option_queries = tuple(queries)
+    option_queries = tuple(queries)  # (unlimited, limited)
 
     @staticmethod
     def prepare(api):
@@ -210,10 +214,6 @@ class Nested:
             api.allocate({numa1: {"VCPU": 2, "MEMORY_MB": 1024}, fpga1_0: {"FPGA": 1}}),
         ]
         return [cn, numa0, fpga0, pgpu0, numa1, fpga1_0, fpga1_1], consumers
-
-    @staticmethod
-    def expected_candidates(providers):
-        return providers[::7]
 
 
 SHAPES = {"flat": Flat, "nested": Nested}
@@ -361,14 +361,7 @@ def time_put_allocations(api, shape, args):
 
     def put():
         consumer = str(uuid.uuid4())
-        body = {
-            **requests.pop(),
-            "project_id": PROJECT_ID,
-            "user_id": USER_ID,
-            "consumer_generation": None,
-            "consumer_type": "INSTANCE",
-        }
-        api.call("PUT", f"/allocations/{consumer}", body)
+        api.call("PUT", f"/allocations/{consumer}", {**consumer_body(None), **requests.pop()})
         made.append(consumer)
 
     result = timed(put, min(args.size_calls * 3, len(requests) - args.ac_warmup), args.ac_warmup, args.size_budget)
@@ -387,11 +380,10 @@ def replicas_rss_kib(stack):
 class Grower:
     """Grows one shape's data set step by step; keeps what the checks need."""
 
-    def __init__(self, stack, shape, mariadb):
-        self.stack = stack
+    def __init__(self, url, shape, mariadb):
         self.shape = shape
         self.mariadb = mariadb
-        self.api = Api(stack.placement_url)
+        self.api = Api(url)
         self.providers = 0
         self.template = None
 
@@ -417,9 +409,14 @@ class Grower:
             raise Failed(f"{self.shape.name}: a clone's usages {theirs} are not its template's {mine}")
         return seconds
 
+    @property
+    def trees(self):
+        return self.providers // self.shape.per_unit * self.shape.trees_per_unit
+
     def check_count(self, answer):
+        """One candidate per tree (a flat provider is a tree of its own)."""
         got = len(answer["allocation_requests"])
-        want = self.providers // self.shape.per_unit * len(self.shape.expected_candidates(self.template[0]))
+        want = self.trees
         if got != want:
             raise Failed(f"{self.shape.name} at {self.providers} providers: {got} candidates, expected {want}")
         return got
@@ -428,7 +425,7 @@ class Grower:
 def measure_shape(stack, shape, sizes, args, log):
     """Every step of one shape, on the stack given (fresh, up)."""
     (mariadb,) = stack.container_ids("mariadb")
-    grower = Grower(stack, shape, mariadb)
+    grower = Grower(stack.placement_url, shape, mariadb)
     shape.prepare(grower.api)
     steps = []
     for size in sizes:
@@ -447,7 +444,7 @@ def measure_shape(stack, shape, sizes, args, log):
         roots = random_roots(mariadb, 50)
         step = {
             "providers": grower.providers,
-            "trees": grower.providers // shape.per_unit if shape is Nested else grower.providers,
+            "trees": grower.trees,
             "candidates": count,
             "api_providers": api_providers,
             "api_seconds": api_seconds,
@@ -481,9 +478,8 @@ def option_variants(stack, shape, args, log):
             wait_ready(url, args.timeout)
             api = Api(url)
             entry = {}
-            for query_name, query in shape.queries.items():
-                if query_name not in shape.option_queries:
-                    continue
+            for query_name in shape.option_queries:
+                query = shape.queries[query_name]
                 result = timed(lambda a=api, q=query: candidates(a, q), OPTION_CALLS, OPTION_WARMUP, args.size_budget)
                 result["candidates"] = len(candidates(api, query)["allocation_requests"])
                 entry[query_name] = result
