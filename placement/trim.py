@@ -1,6 +1,6 @@
-"""Trim the image's venv to what placement uses: run in the build stage.
+"""Trim the image's Python to what placement uses: run in the image's root.
 
-    python3 trim.py VENV
+    python3 trim.py VENV [STDLIB]
 
 Python compiles each module it imports into __pycache__ once, at install
 time here, and a module without its .pyc still imports: it is compiled in
@@ -11,15 +11,21 @@ venv's bytes. A module outside that set (placement-status, a rarely taken
 code path) still works, at the cost of compiling it when it is first
 imported. Every .py file stays, so tracebacks show their source lines.
 
+STDLIB, the standard library, comes without bytecode (placement/Dockerfile
+copies Debian's files, not what Debian compiles when it installs them): the
+run below writes the .pyc of what it imports, the rest is left without.
+
 netaddr's IEEE registries (oui.txt, iab.txt and their indexes, 9 MB) go too:
 they answer "which vendor owns this MAC address", which placement never asks.
 
 One line says what it removed.
 """
 
+import netrc  # noqa: F401 - requests imports it on keystone mode's first validation, which exercise() makes none of
 import os
 import sys
 import tempfile
+import urllib.request  # noqa: F401 - what the healthcheck, run every few seconds, imports
 from pathlib import Path
 
 NETADDR_REGISTRIES = ("oui.txt", "oui.idx", "iab.txt", "iab.idx")
@@ -43,15 +49,19 @@ def exercise():
             raise
 
     # The app as uwsgi loads it (preflight checks included), then one request
-    # of each kind; keystone mode's token cache and the mariadb and PostgreSQL
-    # drivers as well.
+    # of each kind, and the mariadb and PostgreSQL drivers.
+    # keystonemiddleware, memcache and oslo_cache._memcache_pool: keystone
+    # mode's token cache, which auth_token imports only on a worker's first
+    # validation (tests/test_keystone.py finds every such module in a keystone
+    # replica). placedock_etcd, preflight, reloader, schemawait: the image's
+    # own scripts (options from etcd, the entrypoint's checks, the reloader).
     import keystonemiddleware.auth_token  # noqa: F401
     import memcache  # noqa: F401
-
-    # What auth_token imports only on a worker's first validation (its memcached
-    # pool; tests/test_keystone.py finds every such module in a keystone replica).
     import oslo_cache._memcache_pool  # noqa: F401
+    import placedock_etcd  # noqa: F401
     import placedock_wsgi
+    import preflight  # noqa: F401
+    import reloader  # noqa: F401
     import schemawait  # noqa: F401
     import sqlalchemy
     import webob
@@ -81,24 +91,24 @@ def exercise():
     return {os.path.realpath(m.__file__) for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
 
 
-def unused_bytecode(venv, imported):
-    """The .pyc files under venv whose module was not imported."""
-    for pyc in Path(venv).rglob("__pycache__/*.pyc"):
+def unused_bytecode(root, imported):
+    """The .pyc files under root whose module was not imported."""
+    for pyc in Path(root).rglob("__pycache__/*.pyc"):
         source = pyc.parent.parent / (pyc.name.split(".", 1)[0] + ".py")
         if os.path.realpath(source) not in imported:
             yield pyc
 
 
-def main(venv):
+def main(venv, *more):
     imported = exercise()
-    removed = list(unused_bytecode(venv, imported))
+    removed = [pyc for root in (venv, *more) for pyc in unused_bytecode(root, imported)]
     removed += [p for p in Path(venv).rglob("netaddr/eui/*") if p.name in NETADDR_REGISTRIES]
     size = sum(p.stat().st_size for p in removed)
     for path in removed:
         path.unlink()
-    kept = sum(1 for _ in Path(venv).rglob("__pycache__/*.pyc"))
+    kept = sum(1 for root in (venv, *more) for _ in Path(root).rglob("__pycache__/*.pyc"))
     print(f"trim: removed {len(removed)} files, {size / 1e6:.1f} MB; kept the .pyc of {kept} imported modules")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])
