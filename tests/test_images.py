@@ -9,7 +9,8 @@ service of ours `never`, and `docker compose pull` skips them all
 Built from Debian packages pinned to their upstream version (an exact Debian
 revision leaves the mirror at the next point release): every Dockerfile
 builds, and each image lists the exact versions it installed in
-/usr/share/placedock/packages.txt.
+/usr/share/placedock/packages.txt. The stack's own images (placement,
+mariadb, memcached, haproxy) hold no apt, dpkg or perl.
 
 Free of this host's CAs: the builds get the host's CA bundle (a
 TLS-intercepting proxy's CA) as a build secret, so no final image, nor the
@@ -117,6 +118,21 @@ def test_image_builds_and_records_its_packages(name):
         assert package in installed, f"{image}: {package} is not in {PACKAGES}"
         version = installed[package]
         assert fnmatch.fnmatchcase(version, pattern), f"{image}: {package}={version}, pinned {pattern}"
+
+
+# The stack's own images are built FROM scratch (common/rootfs.py): what their
+# programs run on, nothing to install more with, and the packages they hold
+# recorded where image scanners look for them.
+FROM_SCRATCH = ["placement", "mariadb", "memcached", "haproxy"]
+INSTALLERS = ["/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/bin/perl"]
+
+
+@pytest.mark.parametrize("name", FROM_SCRATCH)
+def test_the_stack_s_images_hold_no_package_manager_nor_perl(name):
+    image = built_images()[name]
+    files = stack.image_files(image)
+    assert [path for path in INSTALLERS if path in files] == [], f"{image} holds them"
+    assert "/var/lib/dpkg/status" in files, f"{image}: nothing for an image scanner to read"
 
 
 # -- the host's CAs ---------------------------------------------------------------
