@@ -40,6 +40,7 @@ import argparse
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -103,23 +104,30 @@ def closure(roots, without, depends, providers):
 
 def copy(path, dest):
     """Copy one path of the running system to the same place under dest, through
-    merged /usr's links (/bin -> usr/bin): the copy lands where the file is."""
+    merged /usr's links (/bin -> usr/bin): the copy lands where the file is, with
+    its mode, times and owner."""
     source = Path(os.path.realpath(os.path.dirname(path))) / os.path.basename(path)
     if not os.path.lexists(source):
         return 0
     target = Path(dest + str(source))
+    size = 0
     if source.is_dir() and not source.is_symlink():
         target.mkdir(parents=True, exist_ok=True)
         shutil.copystat(source, target)
-        return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        return 0
-    if source.is_symlink():
-        os.symlink(os.readlink(source), target)
-        return 0
-    shutil.copy2(source, target)
-    return source.stat().st_size
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.exists():
+            return 0
+        if source.is_symlink():
+            os.symlink(os.readlink(source), target)
+        else:
+            shutil.copy2(source, target)
+            size = source.stat().st_size
+    owner = source.lstat()
+    os.lchown(target, owner.st_uid, owner.st_gid)
+    if not source.is_symlink():  # chown clears setuid and setgid: the mode again, after it
+        os.chmod(target, stat.S_IMODE(owner.st_mode))
+    return size
 
 
 def update_alternatives(*args):

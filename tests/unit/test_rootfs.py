@@ -1,12 +1,14 @@
 """common/rootfs.py, which every image of the stack is built FROM scratch
 with: which packages a root holds (the closure of their dependencies, through
 alternatives and virtual packages, stopping at what serves package
-management), and the check that a root's scripts find their interpreter.
+management), a file's copy (its owner and mode kept, setuid too), and the
+check that a root's scripts find their interpreter.
 dpkg's own database is not needed: the dependencies are given."""
 
 import importlib.util
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from placedock.stack.compose import ROOT
@@ -109,3 +111,20 @@ def test_a_script_whose_interpreter_the_root_lacks_is_named(tmp_path):
         "/usr/bin/other: python3 not found",
         "/usr/bin/tool: /usr/bin/perl not found",
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_file_is_copied_with_its_owner_and_its_setuid_bit_and_a_link_as_a_link(tmp_path):
+    source = tmp_path / "system" / "usr" / "bin"
+    source.mkdir(parents=True)
+    program = source / "tool"
+    program.write_bytes(b"\x7fELF")
+    os.chown(program, 100, 101)
+    program.chmod(0o4755)
+    (source / "alias").symlink_to("tool")
+    dest = str(tmp_path / "root")
+    assert rootfs.copy(str(program), dest) == 4
+    assert rootfs.copy(str(source / "alias"), dest) == 0
+    copied = Path(dest + str(program))
+    assert (copied.stat().st_uid, copied.stat().st_gid, stat.S_IMODE(copied.stat().st_mode)) == (100, 101, 0o4755)
+    assert os.readlink(Path(dest + str(source / "alias"))) == "tool"
