@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.parse
@@ -170,11 +171,25 @@ def image_size(image):
     return int(docker("image", "inspect", "--format", "{{.Size}}", image))
 
 
-def image_layers(image):
-    """[(bytes, the build step that made it)] of an image's layers, oldest first."""
-    out = docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", image)
-    rows = [line.partition("\t") for line in out.splitlines()]  # the base's own step is empty
-    return [(int(size), step) for size, _, step in reversed(rows)]
+def image_layer_ids(image):
+    """The diff IDs of an image's layers, oldest first: two images built FROM the
+    same base start with the same ones, and store those bytes once."""
+    return json.loads(docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image))
+
+
+def image_files(image):
+    """{path: bytes} of every regular file in an image, read from `docker export`
+    of a container created (never started) from it: no tool inside it runs."""
+    container = docker("create", image)
+    try:
+        with subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE) as export:
+            with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+                files = {"/" + m.name.lstrip("./"): m.size for m in tar if m.isfile()}
+        if export.returncode:
+            raise subprocess.CalledProcessError(export.returncode, ["docker", "export", container])
+        return files
+    finally:
+        remove(container)
 
 
 def remove(container):
@@ -299,6 +314,10 @@ class Stack:
     @property
     def stats_url(self):
         return f"http://127.0.0.1:{self.env['HAPROXY_STATS_PORT']}"
+
+    @property
+    def keystone_url(self):
+        return f"http://127.0.0.1:{self.env['KEYSTONE_PORT']}/v3"
 
     def compose(self, *args, check=True, capture=False, timeout=600):
         return subprocess.run(
@@ -490,13 +509,13 @@ def accounts(name):
     return values
 
 
-def keystone_token(username, password, project_name):
-    """A project-scoped token from the test stack's keystone, via keystoneauth1."""
+def keystone_token(username, password, project_name, url=None):
+    """A project-scoped token from the test stack's keystone (or the one at url), via keystoneauth1."""
     from keystoneauth1 import session
     from keystoneauth1.identity import v3
 
     auth = v3.Password(
-        auth_url=keystone_url(),
+        auth_url=url or keystone_url(),
         username=username,
         password=password,
         project_name=project_name,
@@ -506,11 +525,11 @@ def keystone_token(username, password, project_name):
     return session.Session(auth=auth).get_token()
 
 
-def admin_token():
+def admin_token(url=None):
     """A new token of keystone's bootstrap admin (env/keystone-accounts.env)."""
     admin = accounts("keystone-accounts.env")
     return keystone_token(
-        admin["OS_BOOTSTRAP_USERNAME"], admin["OS_BOOTSTRAP_PASSWORD"], admin["OS_BOOTSTRAP_PROJECT_NAME"]
+        admin["OS_BOOTSTRAP_USERNAME"], admin["OS_BOOTSTRAP_PASSWORD"], admin["OS_BOOTSTRAP_PROJECT_NAME"], url
     )
 
 

@@ -48,18 +48,19 @@ from pathlib import Path
 
 from placedock.api.client import wait_ready
 from placedock.cli import command_parser
-from placedock.commands.bench import cpu, plot, raw, report, sizes
+from placedock.commands.bench import cpu, first, plot, raw, report, sizes
 from placedock.stack.compose import (
     ROOT,
     Stack,
+    build_settings,
     compose_command,
     container_env,
     container_health,
     container_ip,
     container_memory,
     haproxy_stats,
-    image,
-    image_layers,
+    image_files,
+    image_layer_ids,
     image_size,
     remove,
     uwsgi_memory,
@@ -73,7 +74,7 @@ RAW_PORT = 28779
 # and anyone's dev stack are left alone: only containers of this project are
 # ever started, stopped, inspected or sent traffic.
 PROJECT = "placedock-bench"
-PORTS = {"PLACEMENT_PORT": 28778, "HAPROXY_STATS_PORT": 28404, "BENCH_MARIADB_PORT": 23306}
+PORTS = {"PLACEMENT_PORT": 28778, "HAPROXY_STATS_PORT": 28404, "BENCH_MARIADB_PORT": 23306, "KEYSTONE_PORT": 25000}
 START = time.monotonic()
 
 
@@ -122,6 +123,13 @@ def build_parser():
         "--size-budget", type=float, default=30.0, help="seconds after which a size step's query stops its calls"
     )
     parser.add_argument(
+        "--first-replicas",
+        type=int,
+        default=3,
+        help="fresh one-worker replicas per auth mode whose first requests are timed (default 3; 0 for none)",
+    )
+    parser.add_argument("--first-calls", type=int, default=12, help="requests timed on each of them (default 12)")
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke check: the smallest size, 3 s mixes, no raw/galera/postgres/variants; report under $TMPDIR",
@@ -151,6 +159,7 @@ def parse_args(argv=None):
         args.duration = min(args.duration, 3.0)
         args.no_raw = args.no_galera = args.no_postgres = True
         args.variants = ""
+        args.first_replicas = min(args.first_replicas, 1)
         if args.out == ROOT / "docs":
             args.out = Path(tempfile.gettempdir()) / "placedock-bench-quick"
     args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -207,9 +216,10 @@ def loadavg():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def bench_stack(database="mariadb"):
-    """compose.yaml [+ compose.galera.yaml or compose.postgres.yaml] + compose.bench.yaml, as placedock-bench."""
-    return Stack("noauth", project=PROJECT, extra=["compose.bench.yaml"], database=database, quiet=True, **PORTS)
+def bench_stack(database="mariadb", mode="noauth"):
+    """compose.yaml [+ compose.keystone.yaml] [+ compose.galera.yaml or compose.postgres.yaml]
+    + compose.bench.yaml, as placedock-bench."""
+    return Stack(mode, project=PROJECT, extra=["compose.bench.yaml"], database=database, quiet=True, **PORTS)
 
 
 # --- phases -------------------------------------------------------------------------
@@ -417,12 +427,13 @@ OTHER_DATABASES = {
 }
 
 
-def fresh_up(stack, args):
-    """`down -v`, then up with args.replicas, until haproxy has them all UP; the seconds the up took."""
+def fresh_up(stack, args, replicas=None):
+    """`down -v`, then up with args.replicas (or replicas), until haproxy has them all UP; the seconds the up took."""
+    replicas = replicas or args.replicas
     stack.down()
     t0 = time.monotonic()
-    stack.up(args.replicas, build=False, wait=False)
-    wait_for_up(args.replicas, args.timeout, url=stack.stats_url, poll=0.1)
+    stack.up(replicas, build=False, wait=False)
+    wait_for_up(replicas, args.timeout, url=stack.stats_url, poll=0.1)
     return time.monotonic() - t0
 
 
@@ -465,7 +476,40 @@ def size_curves(args):
 
 
 def images(stack):
-    return {name: image_size(name) for name in stack.image_names()}
+    """Each image's size, and the base image the builds name (PLACEDOCK_BASE_IMAGE)
+    with the images whose first layers are its own, stored once."""
+    names = stack.image_names()
+    base = build_settings()[0]
+    layers = image_layer_ids(base)
+    return {
+        "images": {name: image_size(name) for name in names},
+        "image_base": {
+            "image": base,
+            "bytes": image_size(base),
+            "built_on": [name for name in names if image_layer_ids(name)[: len(layers)] == layers],
+        },
+        "image_contents": {name: contents(image_files(name)) for name in names},
+    }
+
+
+# What an image holds, by where it lives (the first prefix a path starts with).
+PLACES = {
+    "the venv": ("/opt/venv/",),
+    "Python's standard library": ("/usr/lib/python3",),
+    "shared libraries": ("/usr/lib/x86_64-linux-gnu/", "/usr/lib/aarch64-linux-gnu/", "/usr/lib/lib"),
+    "programs": ("/usr/bin/", "/usr/sbin/", "/usr/local/bin/"),
+    "/usr/share": ("/usr/share/",),
+}
+
+
+def contents(files):
+    """An image's bytes by place, and its largest files."""
+    places = dict.fromkeys([*PLACES, "the rest"], 0)
+    for path, size in files.items():
+        place = next((name for name, prefixes in PLACES.items() if path.startswith(prefixes)), "the rest")
+        places[place] += size
+    largest = sorted(files.items(), key=lambda item: -item[1])[:3]
+    return {"bytes": places, "largest": largest, "files": len(files)}
 
 
 def run(args):
@@ -480,6 +524,8 @@ def run(args):
                 t0 = time.monotonic()
                 log("building images (docker compose build, cached layers)")
                 stack.build()
+                if args.first_replicas:
+                    bench_stack(mode="keystone").build()
                 results["build_seconds"] = time.monotonic() - t0
             if not args.no_raw:
                 pip_log = args.raw_venv.with_name(args.raw_venv.name + "-pip.log")
@@ -517,8 +563,16 @@ def run(args):
             if args.variants:
                 log(f"uwsgi variants: {', '.join(f'{p}x{t}' for p, t in args.variants)}")
                 results["variants"] = variants(stack, providers, args, meter)
-            results["images"] = images(stack)
-            results["placement_layers"] = image_layers(image("placement"))
+            results.update(images(stack))
+            if args.first_replicas:
+                results["first_requests"] = first.measure(
+                    lambda mode: bench_stack(mode=mode),
+                    lambda stack: fresh_up(stack, args, replicas=1),
+                    args.first_calls,
+                    args.first_replicas,
+                    args.timeout,
+                    log,
+                )
             if args.sizes:
                 results["sizes"] = size_curves(args)
             skip = {"galera": args.no_galera, "postgres": args.no_postgres}

@@ -119,6 +119,7 @@ def _figures(results, t):
         "images_table": tables.images_table(results),
         "memory_table": tables.memory_table(results),
         "rest": t.fill("at rest", {"table": tables.rest_table(results)}) if results.get("memory_at_rest") else "",
+        "first_requests": _first_requests(results, t),
         "verdict": t.fill("honoured" if results["env_override"]["honoured"] else "not honoured", {}),
         "variants_table": tables.variants_table(results),
         **_defaults(results, t),
@@ -129,21 +130,27 @@ def _figures(results, t):
 def _goals(results, t):
     rows = tables.goals(results)
     missed = {key for key, _, _, ok, _ in rows if not ok}
-    layers = tables.layers(results)
-    values = {
-        **dict(zip(("base", "python", "venv", "rest"), layers or (), strict=False)),
-        "stdlib_trim": tables.ESTIMATE_STDLIB_TRIM_MB,
-        "scratch_stage": tables.ESTIMATE_SCRATCH_STAGE_MB,
-    }
+    held = next((c for name, c in results.get("image_contents", {}).items() if "/placement:" in name), None)
+    places = held["bytes"].items() if held else ()
+    values = {"places": ", ".join(f"{n / tables.MB:.1f} MB {place}" for place, n in places)}
     items = [
         t.fill(f"missed {key}", values)
-        for key in ("front door", "image", "worker memory")
-        if key in missed and (key != "image" or layers)
+        for key in ("front door", "image", "stack images", "worker memory")
+        if key in missed and (key != "image" or held)
     ]
     return {
         "goals_table": tables.goals_table(rows),
         "missed": t.fill("missed", {"items": "\n".join(items)}) if items else "",
     }
+
+
+def _first_requests(results, t):
+    entry = results.get("first_requests")
+    if not entry:
+        return ""
+    runs = next(iter(entry.values()))["runs"]
+    values = {"table": tables.first_requests_table(results), "replicas": len(runs), "calls": len(runs[0])}
+    return t.fill("first requests", values)
 
 
 def _cpu_table(t, label_header, labelled_entries):
