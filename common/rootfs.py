@@ -10,14 +10,15 @@ perl, none of the base image's tools nobody runs. It is what an image's
 programs need to run, not a system to install more into.
 
 --without   packages whose dependencies are not followed and whose files are
-            not copied: those that serve package management (dpkg, debconf,
-            perl-base...), which a package may name but never runs after it is
-            installed.
+            not copied, beyond those that serve package management (dpkg,
+            debconf, perl-base, init-system-helpers, adduser), which a package
+            may name but never runs once installed, and which are always left out.
 --pick      copy only these programs of a package (coreutils=cat,env: its
             /usr/bin/cat and /usr/bin/env), for the few a script runs.
---also      files this stage made, not any package's: /etc/ld.so.cache...
-            The links update-alternatives made (awk -> gawk, mariadb's
-            /etc/mysql/my.cnf) come along when what they name was copied.
+--also      files this stage made, not any package's (/etc/nsswitch.conf...);
+            the loader's cache, /etc/ld.so.cache, always comes along, and the
+            links update-alternatives made (awk -> gawk, mariadb's
+            /etc/mysql/my.cnf) when what they name was copied.
 --user      a user (and its group) this stage has, as this stage has them: a
             package's postinst made it, or the Dockerfile did. /etc/passwd
             and /etc/group hold root, nobody and these users only.
@@ -44,6 +45,9 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+
+# Package management: named by packages, run only when they are installed.
+PACKAGE_MANAGEMENT = {"dpkg", "debconf", "perl-base", "init-system-helpers", "adduser"}
 
 LEFT_OUT = (
     "/usr/share/doc/",
@@ -231,7 +235,7 @@ def main():
         package, _, names = pick.partition("=")
         picks[package] = set(names.split(","))
     depends, providers = installed()
-    packages = closure(args.packages, args.without, depends, providers)
+    packages = closure(args.packages, args.without | PACKAGE_MANAGEMENT, depends, providers)
 
     dest = args.dest.rstrip("/")
     # Merged /usr: /bin, /lib... are links into /usr here, and stay so there.
@@ -249,7 +253,7 @@ def main():
             if package in picks and not os.path.isdir(path) and os.path.basename(path) not in picks[package]:
                 continue
             size += copy(path, dest)
-    for path in args.also + alternatives(dest):
+    for path in ["/etc/ld.so.cache", *args.also, *alternatives(dest)]:
         size += copy(path, dest)
     accounts(dest, ["root", "nobody", *args.user])
     for path, mode in (("tmp", 0o1777), ("var/tmp", 0o1777), ("run", 0o755), ("root", 0o700)):
