@@ -184,7 +184,7 @@ def image_files(image):
     try:
         with subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE) as export:
             with tarfile.open(fileobj=export.stdout, mode="r|") as tar:
-                files = {"/" + m.name.lstrip("./"): m.size for m in tar if m.isfile()}
+                files = {"/" + m.name.removeprefix("./").lstrip("/"): m.size for m in tar if m.isfile()}
         if export.returncode:
             raise subprocess.CalledProcessError(export.returncode, ["docker", "export", container])
         return files
